@@ -1,0 +1,27 @@
+"""Datasets for the book: one registry, one cache, loaders that never substitute data.
+
+See :mod:`dlbook.data.registry` for the cache (``DLBOOK_DATA``), checksums and offline errors.
+"""
+
+from dlbook.data.graphs import load_planetoid
+from dlbook.data.images import PHOTOS, load_clothing, load_photo
+from dlbook.data.mnist import ImageSplit, load_mnist, read_idx
+from dlbook.data.registry import REGISTRY, DatasetUnavailable, Entry, data_home, fetch, get
+from dlbook.data.text import load_tiny_shakespeare
+
+__all__ = [
+    "PHOTOS",
+    "REGISTRY",
+    "DatasetUnavailable",
+    "Entry",
+    "ImageSplit",
+    "data_home",
+    "fetch",
+    "get",
+    "load_clothing",
+    "load_mnist",
+    "load_photo",
+    "load_planetoid",
+    "load_tiny_shakespeare",
+    "read_idx",
+]

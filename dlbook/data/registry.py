@@ -1,0 +1,219 @@
+"""One registry for every dataset and pretrained model the book uses, and the cache they live in.
+
+Each :class:`Entry` says where its files come from, how to check them, its size and licence.
+:func:`fetch` makes an entry's files present in the data cache:
+
+* the cache is ``$DLBOOK_DATA`` (default ``~/.cache/dlbook``); each entry has a folder there;
+* every file is checked against a checksum (``sha256:`` or ``md5:``), an archive against a
+  tree hash of what it unpacks to, so a corrupt or truncated file is found and fetched again;
+* downloads go through pooch, which writes to a temporary file and renames it, so an
+  interrupted download never leaves a half file under the final name;
+* a read-only cache (a shared mirror) works: files that are present and verify are only read;
+* offline (``DLBOOK_OFFLINE=1``, or no network) a missing file is a :class:`DatasetUnavailable`
+  error naming the dataset, the files expected and the folder they belong in.
+
+The loaders in :mod:`dlbook.data` call :func:`fetch` and never substitute other data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pooch
+import requests
+
+from dlbook.config import interactive
+
+
+class DatasetUnavailable(RuntimeError):
+    """A dataset's files are missing or corrupt and could not be downloaded."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a dataset: where it sits in the entry's folder, where it comes from, its checksum."""
+
+    path: str  # relative to the entry's folder, e.g. "raw/ind.cora.x"
+    url: str  # where a reader's machine downloads it from
+    hash: str  # pooch's format: "sha256:<hex>" or "md5:<hex>"
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A zip archive whose unpacked folders are checked by a tree hash (see :func:`tree_hash`)."""
+
+    url: str  # where the zip comes from
+    strip: str  # leading folder inside the zip to drop, e.g. "clothing-dataset-small-master/"
+    members: tuple[str, ...]  # the folders kept from the archive, relative to the entry's folder
+    tree_hash: str  # sha256 over the sorted (path, sha256) of every file under `members`
+    n_files: int  # how many files `members` hold
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A dataset or pretrained model in the registry."""
+
+    name: str  # registry key, e.g. "cora"
+    title: str  # human name, e.g. "Cora citation graph"
+    kind: str  # "dataset" or "model"
+    description: str
+    size: str  # as a reader would see it, e.g. "2,708 nodes, 1.6 MB"
+    licence: str
+    source: str  # homepage or paper of the data
+    loader: str  # the dlbook function a chapter calls, e.g. "dlbook.data.load_planetoid"
+    folder: str | None = None  # folder in the data cache; None when it ships inside a package
+    files: tuple[RemoteFile, ...] = ()
+    archive: Archive | None = None
+    package: str | None = None  # PyPI package that carries the data, if any
+    profiles: tuple[str, ...] = ("quick", "full")  # the profiles that use it
+    citation: str | None = None  # key in book/references.bib
+    notes: str = field(default="", compare=False)
+
+
+REGISTRY: dict[str, Entry] = {}
+
+
+def register(entry: Entry) -> Entry:
+    """Add an entry to the registry; names are unique."""
+    if entry.name in REGISTRY and REGISTRY[entry.name] != entry:
+        raise ValueError(f"registry already holds a different entry named {entry.name!r}")
+    if entry.kind not in ("dataset", "model"):
+        raise ValueError(f"entry {entry.name!r}: kind must be 'dataset' or 'model', got {entry.kind!r}")
+    REGISTRY[entry.name] = entry
+    return entry
+
+
+def get(name: str) -> Entry:
+    """The registry entry called ``name``."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"no dataset or model named {name!r}; the registry holds: {', '.join(sorted(REGISTRY))}") from None
+
+
+def data_home() -> Path:
+    """The data cache: ``$DLBOOK_DATA``, or ``~/.cache/dlbook``."""
+    return Path(os.environ.get("DLBOOK_DATA") or Path.home() / ".cache" / "dlbook").expanduser()
+
+
+def offline() -> bool:
+    """True when ``DLBOOK_OFFLINE`` is set to a true value: no download is attempted."""
+    return os.environ.get("DLBOOK_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def file_ok(path: Path, known_hash: str) -> bool:
+    """Whether ``path`` exists and matches ``known_hash`` (pooch format)."""
+    if not path.is_file():
+        return False
+    alg, _, digest = known_hash.partition(":")
+    return pooch.file_hash(str(path), alg=alg) == digest.lower()
+
+
+def tree_hash(root: Path, members: tuple[str, ...]) -> tuple[str, int]:
+    """A sha256 over the sorted ``(relative path, sha256 of contents)`` of every file under ``members``.
+
+    Returns the hex digest and the number of files hashed. A missing, extra, renamed,
+    truncated or altered file changes the digest.
+    """
+    lines = []
+    for member in members:
+        base = root / member
+        if not base.is_dir():
+            continue
+        for path in base.rglob("*"):
+            if path.is_file():
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                lines.append(f"{path.relative_to(root).as_posix()}\0{digest}\n")
+    lines.sort()
+    return hashlib.sha256("".join(lines).encode()).hexdigest(), len(lines)
+
+
+def _unavailable(entry: Entry, folder: Path, missing: list[str], reason: str) -> DatasetUnavailable:
+    listing = "\n".join(f"  {folder / m}" for m in missing)
+    return DatasetUnavailable(
+        f"dataset {entry.name!r} ({entry.title}) is not available: {reason}.\n"
+        f"Expected these files in {folder}:\n{listing}\n"
+        f"Download them from {entry.source} (or let dlbook do it on a machine with network), "
+        f"or point DLBOOK_DATA at a folder that holds '{entry.folder}/'."
+    )
+
+
+def _download(url: str, known_hash: str | None, dest: Path) -> None:
+    """Download ``url`` to ``dest`` through pooch (checksum, temporary file, atomic rename)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    pooch.retrieve(url, known_hash=known_hash, fname=dest.name, path=dest.parent, progressbar=interactive())
+
+
+def fetch(entry: Entry | str) -> Path:
+    """Make the files of ``entry`` present and verified in the data cache; return its folder.
+
+    Raises:
+        DatasetUnavailable: a file is missing or corrupt and cannot be downloaded (offline,
+            network error, or the download does not match its checksum).
+    """
+    entry = get(entry) if isinstance(entry, str) else entry
+    if entry.folder is None:
+        raise ValueError(f"{entry.name!r} ships inside the package {entry.package!r}; there is nothing to fetch")
+    folder = data_home() / entry.folder
+    bad = [f for f in entry.files if not file_ok(folder / f.path, f.hash)]
+    if entry.archive is not None and tree_hash(folder, entry.archive.members)[0] != entry.archive.tree_hash:
+        bad_archive = True
+    else:
+        bad_archive = False
+    if not bad and not bad_archive:
+        return folder
+
+    missing = [f.path for f in bad] + ([f"{m}/..." for m in entry.archive.members] if bad_archive else [])
+    if offline():
+        raise _unavailable(entry, folder, missing, "files are missing or corrupt and DLBOOK_OFFLINE is set")
+    try:
+        for f in bad:
+            _download(f.url, f.hash, folder / f.path)
+        if bad_archive:
+            _fetch_archive(entry, folder)
+    except (requests.exceptions.RequestException, OSError) as err:
+        raise _unavailable(entry, folder, missing, f"the download failed ({type(err).__name__}: {err})") from err
+    except ValueError as err:  # pooch: the downloaded file does not match its checksum
+        raise _unavailable(entry, folder, missing, f"the download is corrupt ({err})") from err
+    return folder
+
+
+def _fetch_archive(entry: Entry, folder: Path) -> None:
+    """Download and unpack an archive next to ``folder``, check its tree hash, then swap it in."""
+    archive = entry.archive
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
+        zpath = Path(tmp) / "archive.zip"
+        _download(archive.url, None, zpath)  # checked below by the tree hash of its contents
+        unpacked = Path(tmp) / "unpacked"
+        with zipfile.ZipFile(zpath) as zf:
+            for info in zf.infolist():
+                name = info.filename
+                if not name.startswith(archive.strip) or info.is_dir():
+                    continue
+                rel = name[len(archive.strip):]
+                if not rel.split("/", 1)[0] in archive.members:
+                    continue
+                target = (unpacked / rel).resolve()
+                if unpacked.resolve() not in target.parents:  # zip-slip guard
+                    raise ValueError(f"archive member {name!r} escapes the target folder")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        digest, n = tree_hash(unpacked, archive.members)
+        if digest != archive.tree_hash:
+            raise ValueError(
+                f"archive {archive.url} unpacked to {n} files (expected {archive.n_files}) whose tree hash "
+                f"{digest[:12]}… does not match the expected {archive.tree_hash[:12]}…"
+            )
+        for member in archive.members:
+            dest = folder / member
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(unpacked / member, dest)  # same file system: atomic per folder

@@ -1,0 +1,123 @@
+"""One figure style for the book, and the plots every chapter needs.
+
+* :func:`use_style` sets the house style (called once at the top of a chapter);
+* :func:`plot_history` draws training curves from a :class:`dlbook.train.History`;
+* :func:`image_grid` lays out images with titles;
+* :func:`overlay` blends a heat map onto an image (CAM methods, attention maps).
+
+Every function returns the matplotlib ``Figure`` (or draws on a given ``Axes``) so that a
+chapter can save or glue it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+"""Okabe & Ito's colour-blind-safe palette."""
+
+STYLE = {
+    "figure.figsize": (6.4, 3.6),
+    "figure.dpi": 110,
+    "savefig.dpi": 150,
+    "savefig.bbox": "tight",
+    "font.size": 10,
+    "axes.titlesize": 10,
+    "axes.labelsize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.prop_cycle": mpl.cycler(color=PALETTE),
+    "legend.frameon": False,
+    "image.cmap": "viridis",
+}
+
+
+def use_style() -> None:
+    """Apply the book's figure style to matplotlib."""
+    mpl.rcParams.update(STYLE)
+
+
+def _as_image(image) -> np.ndarray:
+    """Tensor ``(C, H, W)`` / ``(H, W)`` or array ``(H, W, C)`` -> array ``(H, W[, C])`` for imshow."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        if image.ndim == 3:
+            image = image.permute(1, 2, 0)
+        image = image.numpy()
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    return image
+
+
+def plot_history(history, keys: Sequence[str] | None = None, *, ax=None, title: str | None = None, logy: bool = False):
+    """Training curves: one line per metric in ``keys`` (default: every loss in the history).
+
+    Args:
+        history: a :class:`dlbook.train.History` or a mapping name -> list of per-epoch values.
+        keys: which metrics to draw; they share one axis, so group losses and accuracies apart.
+        ax: draw on this ``Axes``; default: a new figure.
+    """
+    metrics = getattr(history, "metrics", history)
+    keys = list(keys) if keys is not None else [k for k in metrics if k.endswith("loss")]
+    missing = [k for k in keys if k not in metrics]
+    if missing:
+        raise KeyError(f"history has no {missing}; it holds: {', '.join(metrics)}")
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots()
+    for key in keys:
+        values = metrics[key]
+        ax.plot(range(1, len(values) + 1), values, marker="o" if len(values) <= 20 else None, ms=3, label=key)
+    ax.set_xlabel("epoch")
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return fig
+
+
+def image_grid(images, titles: Sequence[str] | None = None, *, ncols: int = 8, size: float = 1.6, cmap: str = "gray"):
+    """Images in a grid with optional titles; tensors ``(C, H, W)`` or arrays ``(H, W[, C])``."""
+    images = list(images)
+    if not images:
+        raise ValueError("images is empty")
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"got {len(titles)} titles for {len(images)} images")
+    ncols = min(ncols, len(images))
+    nrows = -(-len(images) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.3 * nrows if titles else 0)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            ax.imshow(_as_image(images[i]), cmap=cmap)
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def overlay(image, heatmap, *, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+    """Blend ``heatmap`` (``(H, W)``, values in [0, 1]) onto ``image`` and return RGB in [0, 1].
+
+    The heat map is coloured with ``cmap`` and mixed as ``(1 - alpha) * image + alpha * colour``.
+    """
+    image = _as_image(image).astype(np.float32)
+    if image.max() > 1.0:
+        image = image / 255.0
+    image = np.clip(image, 0.0, 1.0)  # resampled images overshoot [0, 1] slightly
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    heat = _as_image(heatmap).astype(np.float32)
+    if heat.shape != image.shape[:2]:
+        raise ValueError(f"heatmap shape {heat.shape} does not match image shape {image.shape[:2]}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    colour = plt.get_cmap(cmap)(np.clip(heat, 0.0, 1.0))[..., :3]
+    return (1 - alpha) * image + alpha * colour

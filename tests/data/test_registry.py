@@ -1,0 +1,191 @@
+"""The cache, checksums, downloads and offline errors of dlbook.data.registry.
+
+Downloads are tested against a local HTTP server on 127.0.0.1 serving files whose
+checksums the test knows, including a corrupt one.
+"""
+
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from dlbook.data import registry
+from dlbook.data.registry import Archive, DatasetUnavailable, Entry, RemoteFile, fetch, tree_hash
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _entry(base_url: str, files: dict[str, bytes], name="toy", **kw) -> Entry:
+    return Entry(
+        name=name, title="a toy dataset", kind="dataset", description="", size="", licence="",
+        source="https://example.org/toy", loader="none", folder=f"{name}-folder",
+        files=tuple(RemoteFile(f"raw/{n}", base_url + n, _sha(data)) for n, data in files.items()), **kw,
+    )
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    home = tmp_path / "cache"
+    monkeypatch.setenv("DLBOOK_DATA", str(home))
+    monkeypatch.delenv("DLBOOK_OFFLINE", raising=False)
+    return home
+
+
+FILES = {"a.bin": b"first file " * 100, "b.txt": b"second\n" * 50}
+
+
+def test_download_verifies_and_caches(cache, http_server):
+    served, url = http_server
+    for name, data in FILES.items():
+        (served / name).write_bytes(data)
+    entry = _entry(url, FILES)
+    folder = fetch(entry)
+    assert folder == cache / "toy-folder"
+    for name, data in FILES.items():
+        assert (folder / "raw" / name).read_bytes() == data
+    # Second call: nothing is downloaded (the server's files could vanish).
+    for name in FILES:
+        (served / name).unlink()
+    assert fetch(entry) == folder
+    assert not list(folder.rglob("*.tmp")) and not [p for p in folder.rglob("*") if p.name.startswith("tmp")]
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "truncated"])
+def test_a_damaged_file_is_detected_and_fetched_again(cache, http_server, damage):
+    served, url = http_server
+    for name, data in FILES.items():
+        (served / name).write_bytes(data)
+    entry = _entry(url, FILES)
+    folder = fetch(entry)
+    target = folder / "raw" / "a.bin"
+    if damage == "corrupt":
+        target.write_bytes(b"X" + FILES["a.bin"][1:])
+    else:
+        target.write_bytes(FILES["a.bin"][:10])
+    fetch(entry)
+    assert target.read_bytes() == FILES["a.bin"]
+
+
+def test_a_corrupt_download_is_an_error_and_leaves_nothing(cache, http_server):
+    served, url = http_server
+    (served / "a.bin").write_bytes(b"not what the checksum says")
+    entry = _entry(url, {"a.bin": FILES["a.bin"]})
+    with pytest.raises(DatasetUnavailable, match="corrupt") as err:
+        fetch(entry)
+    assert "raw/a.bin" in str(err.value)
+    assert not (cache / "toy-folder" / "raw" / "a.bin").exists()
+
+
+def test_offline_missing_file_names_dataset_files_and_folder(cache, monkeypatch):
+    monkeypatch.setenv("DLBOOK_OFFLINE", "1")
+    entry = _entry("https://example.invalid/", FILES)
+    with pytest.raises(DatasetUnavailable) as err:
+        fetch(entry)
+    msg = str(err.value)
+    assert "'toy'" in msg and "DLBOOK_OFFLINE" in msg
+    assert str(cache / "toy-folder") in msg and "raw/a.bin" in msg and "raw/b.txt" in msg
+    assert "https://example.org/toy" in msg
+
+
+def test_unreachable_server_is_a_clear_error(cache, http_server):
+    _, url = http_server  # serves an empty folder: every file is a 404
+    with pytest.raises(DatasetUnavailable, match="download failed"):
+        fetch(_entry(url, FILES))
+
+
+def test_a_read_only_mirror_is_only_read(tmp_path, monkeypatch, http_server):
+    """Files that are present and verify are read without creating or writing anything."""
+    _, url = http_server
+    entry = _entry(url, FILES)
+    mirror = tmp_path / "mirror"
+    for name, data in FILES.items():
+        p = mirror / "toy-folder" / "raw" / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    monkeypatch.setenv("DLBOOK_DATA", str(mirror))
+    written = []
+    monkeypatch.setattr(registry, "_download", lambda *a: written.append(a))
+    monkeypatch.setattr(registry.tempfile, "mkstemp", lambda *a, **k: written.append(a))
+    assert fetch(entry) == mirror / "toy-folder"
+    assert written == []
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _archive_entry(url: str, content: dict[str, bytes]) -> Entry:
+    staged = Path(__import__("tempfile").mkdtemp())
+    for rel, data in content.items():
+        (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+        (staged / rel).write_bytes(data)
+    digest, n = tree_hash(staged, ("train", "test"))
+    return Entry(
+        name="imgs", title="toy images", kind="dataset", description="", size="", licence="",
+        source="https://example.org/imgs", loader="none", folder="imgs",
+        archive=Archive(url=url, strip="imgs-master/", members=("train", "test"), tree_hash=digest, n_files=n),
+    )
+
+
+CONTENT = {"train/cat/1.jpg": b"cat one", "train/dog/2.jpg": b"dog two", "test/cat/3.jpg": b"cat three"}
+
+
+def test_archive_is_unpacked_checked_and_repaired(cache, http_server):
+    served, url = http_server
+    zipped = {f"imgs-master/{k}": v for k, v in CONTENT.items()} | {"imgs-master/README.md": b"ignored"}
+    (served / "master.zip").write_bytes(_zip(zipped))
+    entry = _archive_entry(url + "master.zip", CONTENT)
+    folder = fetch(entry)
+    assert (folder / "train" / "dog" / "2.jpg").read_bytes() == b"dog two"
+    assert not (folder / "README.md").exists()
+    (folder / "test" / "cat" / "3.jpg").write_bytes(b"cat thr")  # truncated
+    fetch(entry)
+    assert (folder / "test" / "cat" / "3.jpg").read_bytes() == b"cat three"
+
+
+def test_archive_with_wrong_content_is_rejected(cache, http_server):
+    served, url = http_server
+    bad = {f"imgs-master/{k}": v for k, v in CONTENT.items()} | {"imgs-master/train/cat/extra.jpg": b"?"}
+    (served / "master.zip").write_bytes(_zip(bad))
+    with pytest.raises(DatasetUnavailable, match="tree hash"):
+        fetch(_archive_entry(url + "master.zip", CONTENT))
+    assert not (cache / "imgs" / "train").exists()
+
+
+def test_archive_member_escaping_the_folder_is_rejected(cache, http_server):
+    served, url = http_server
+    evil = {"imgs-master/train/../../evil.txt": b"x", "imgs-master/train/a.jpg": b"a"}
+    (served / "master.zip").write_bytes(_zip(evil))
+    with pytest.raises(DatasetUnavailable, match="escapes"):
+        fetch(_archive_entry(url + "master.zip", {"train/a.jpg": b"a"}))
+    assert not (cache.parent / "evil.txt").exists()
+
+
+def test_registry_lookup_and_uniqueness():
+    assert registry.get("cora").folder == "Planetoid/Cora/raw"
+    with pytest.raises(KeyError, match="registry holds"):
+        registry.get("imagenet-42")
+    with pytest.raises(ValueError, match="different entry"):
+        registry.register(Entry(name="cora", title="x", kind="dataset", description="", size="", licence="", source="", loader=""))
+
+
+def test_every_entry_is_complete():
+    for entry in registry.REGISTRY.values():
+        assert entry.kind in ("dataset", "model")
+        assert entry.title and entry.size and entry.licence and entry.source and entry.loader
+        assert entry.folder is not None or entry.package, entry.name
+        for f in entry.files:
+            assert f.url.startswith("https://") and f.hash.split(":")[0] in ("sha256", "md5"), f
+
+
+def test_fetch_of_a_packaged_dataset_is_an_error():
+    with pytest.raises(ValueError, match="ships inside the package"):
+        fetch("mnist-5k")
