@@ -1,0 +1,28 @@
+"""Repository-level promises: the README's commands are the ones CI runs."""
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _readme_commands():
+    return re.findall(r"```bash\n(.+?)\n```", (REPO / "README.md").read_text())
+
+
+def test_ci_runs_the_readme_test_command():
+    commands = _readme_commands()
+    test_cmd = next(c for c in commands if c.endswith("pytest"))
+    assert test_cmd in (REPO / ".ci" / "run").read_text().splitlines()
+
+
+def test_readme_build_command_builds_with_warnings_as_errors():
+    build = next(c for c in _readme_commands() if "jupyter-book build" in c)
+    assert "-r requirements.txt -c constraints.txt" in build and build.endswith("jupyter-book build . -W -n --keep-going")
+
+
+def test_requirements_pin_every_package():
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line and line != "-e .":
+            assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][^ ]*", line), f"unpinned requirement: {line}"
