@@ -17,20 +17,30 @@ MIRROR = REPO.parent / "shared" / "datasets"  # ../shared/datasets beside the ch
 
 @pytest.fixture(scope="session")
 def mirror_copy(tmp_path_factory) -> Path:
-    """A writable folder holding the offline dataset mirror.
+    """A writable data cache holding every dataset the quick profile uses, verified.
 
-    ``DLBOOK_DATA`` when it is set (``.ci/run`` points it at a writable copy), otherwise a
-    fresh copy of ``../shared/datasets`` made once per session.
+    ``DLBOOK_DATA`` when it is set (``.ci/run`` points it at a writable copy of the offline
+    mirror; GitHub's runner at a cached folder), otherwise a fresh copy of
+    ``../shared/datasets`` if it is there, otherwise an empty folder. Whatever is missing is
+    then downloaded from its source, unless ``DLBOOK_OFFLINE`` is set, in which case a
+    missing file fails the session with the message that says where it belongs.
     """
     if os.environ.get("DLBOOK_DATA"):
-        return Path(os.environ["DLBOOK_DATA"])
-    if not MIRROR.is_dir():
-        pytest.skip(f"no dataset mirror: set DLBOOK_DATA or put the mirror at {MIRROR}")
-    dest = tmp_path_factory.mktemp("dlbook-data")
-    shutil.copytree(MIRROR, dest, dirs_exist_ok=True)
-    for path in dest.rglob("*"):  # the mirror is read-only; the copy must not be
-        path.chmod(path.stat().st_mode | 0o200)
-    return dest
+        home = Path(os.environ["DLBOOK_DATA"])
+    else:
+        home = tmp_path_factory.mktemp("dlbook-data")
+        if MIRROR.is_dir():
+            shutil.copytree(MIRROR, home, dirs_exist_ok=True)
+            for path in home.rglob("*"):  # the mirror is read-only; the copy must not be
+                path.chmod(path.stat().st_mode | 0o200)
+    from dlbook.data import REGISTRY, fetch
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DLBOOK_DATA", str(home))
+        for entry in REGISTRY.values():
+            if entry.folder is not None and "quick" in entry.profiles:
+                fetch(entry)
+    return home
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ See :mod:`dlbook.data.registry` for the cache (``DLBOOK_DATA``), checksums and o
 from dlbook.data.graphs import load_planetoid
 from dlbook.data.images import PHOTOS, load_clothing, load_photo
 from dlbook.data.mnist import ImageSplit, load_mnist, read_idx
-from dlbook.data.registry import REGISTRY, DatasetUnavailable, Entry, data_home, fetch, get
+from dlbook.data.registry import REGISTRY, DatasetUnavailable, Entry, catalogue, data_home, fetch, get, usage
 from dlbook.data.text import load_tiny_shakespeare
 
 __all__ = [
@@ -17,7 +17,9 @@ __all__ = [
     "ImageSplit",
     "data_home",
     "fetch",
+    "catalogue",
     "get",
+    "usage",
     "load_clothing",
     "load_mnist",
     "load_photo",

