@@ -22,11 +22,14 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+Target = Union[int, Sequence[int], torch.Tensor, None]  # one class, one per image, or the top one
 
 # --- finding the layer ----------------------------------------------------------------------
 
@@ -91,7 +94,7 @@ class _Capture:
 
 @contextmanager
 def capture(model: nn.Module, layer: nn.Module | str) -> Iterator[_Capture]:
-    """Record the output of ``layer`` during a forward pass; the hook is removed on exit, always."""
+    """Record the output of ``layer`` in a forward pass; the hook is removed on exit, always."""
     name, module = resolve_layer(model, layer)
     cap = _Capture(name, module)
     handle = module.register_forward_hook(cap.hook)
@@ -147,7 +150,7 @@ class BaseCAM:
         self.layer_name, self.layer = resolve_layer(model, target_layer)
 
     def weights(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-        """The weights :math:`\\alpha_k^c`, shape (B, K), from activations and gradients (B, K, h, w)."""
+        """The weights :math:`\\alpha_k^c` (B, K) from activations and gradients (B, K, h, w)."""
         raise NotImplementedError
 
     @staticmethod
@@ -159,28 +162,33 @@ class BaseCAM:
         if t.numel() == 1:
             t = t.expand(batch)
         if t.numel() != batch:
-            raise ValueError(f"target must be one class or one per image ({batch}), got {t.numel()} values")
+            raise ValueError(
+                f"target must be one class or one per image ({batch}), got {t.numel()} values"
+            )
         if (t < 0).any() or (t >= classes).any():
             raise ValueError(f"target classes must lie in [0, {classes}), got {t.tolist()}")
         return t
 
-    def __call__(self, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None = None) -> CAMResult:
+    def __call__(self, x: torch.Tensor, target: Target = None) -> CAMResult:
         """Explain ``target`` (default: each image's top prediction) for the batch ``x``."""
         if not isinstance(x, torch.Tensor) or x.ndim != 4:
-            raise ValueError(f"x must be a batch of images (B, C, H, W), got {getattr(x, 'shape', type(x))}")
+            shape = getattr(x, "shape", type(x))
+            raise ValueError(f"x must be a batch of images (B, C, H, W), got {shape}")
         device = next(self.model.parameters()).device
         # A leaf that needs a gradient keeps the graph even when the weights are frozen.
         x = x.to(device).detach().requires_grad_(True)
         with capture(self.model, self.layer) as cap, torch.enable_grad():
             logits = self.model(x)
             targets = self._targets(target, logits)
-            score = logits.gather(1, targets[:, None]).sum()  # images are independent: sum the scores
+            # The images of a batch are independent: the sum's gradient is each one's own.
+            score = logits.gather(1, targets[:, None]).sum()
             (grads,) = torch.autograd.grad(score, cap.activation)
-        activations = cap.activation.detach()
+        activations = cap.activation.detach()  # (B, K, h, w)
         alpha = self.weights(activations, grads)  # (B, K)
         raw = F.relu((alpha[:, :, None, None] * activations).sum(dim=1))  # (B, h, w)
-        maps = _minmax(F.interpolate(_minmax(raw)[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0])
-        return CAMResult(maps=maps, raw=raw, weights=alpha, targets=targets, logits=logits.detach())
+        up = F.interpolate(_minmax(raw)[:, None], x.shape[-2:], mode="bilinear", align_corners=False)
+        maps = _minmax(up[:, 0])  # (B, H, W), scaled as pytorch-grad-cam does
+        return CAMResult(maps, raw, alpha, targets, logits.detach())
 
 
 def _minmax(m: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -242,7 +250,7 @@ class _GuidedReLU(torch.autograd.Function):
 
 @contextmanager
 def guided_relus(model: nn.Module) -> Iterator[int]:
-    """Make every ``nn.ReLU`` and ``nn.ReLU6`` of ``model`` guided during the block; yields how many.
+    """Make every ``nn.ReLU`` and ``nn.ReLU6`` of ``model`` guided in the block; yields how many.
 
     A forward hook replaces each ReLU's output by :class:`_GuidedReLU` applied to its input,
     so nothing in the model is swapped or edited; the hooks are removed on exit. An in-place
@@ -265,7 +273,7 @@ def guided_relus(model: nn.Module) -> Iterator[int]:
             h.remove()
 
 
-def guided_backprop(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+def guided_backprop(model: nn.Module, x: torch.Tensor, target: Target = None) -> torch.Tensor:
     """Guided backpropagation (Springenberg et al. 2015): the input gradient of the class score
     with negative gradients stopped at every ReLU. Returns (B, C, H, W).
 
@@ -322,8 +330,7 @@ def cascading_randomization(
             names randomized together (a convolution with its batch norm, so that trained
             normalisation statistics are not applied to random features).
         x: the images (B, C, H, W).
-        explain: ``explain(model, x, targets) -> (B, H, W)`` tensor; default: Grad-CAM maps of
-            the last convolutional layer named ``target_layer`` is not known here, so pass e.g.
+        explain: ``explain(model, x, targets)`` returning maps (B, H, W), e.g.
             ``lambda m, x, t: GradCAM(m, "_conv_head")(x, t).maps``.
         target: the classes explained; default: the trained model's predictions, kept fixed.
         seed: seeds the re-initialisation of stage ``i`` with ``seed + i``.
@@ -362,7 +369,7 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
 
 
 class SmallCNN(nn.Module):
-    """Four 3x3 convolutions with batch norm and ReLU, two max-pools, global average pooling, a linear layer.
+    """Four 3x3 convolutions with batch norm and ReLU, two max-pools, global average pooling, linear.
 
     The last block (``features.relu4``) keeps a 7x7 map for 28x28 inputs, so Grad-CAM has
     something to localise; with global average pooling before the linear layer, Grad-CAM
@@ -376,7 +383,11 @@ class SmallCNN(nn.Module):
         super().__init__()
 
         def block(i: int, c_in: int, c_out: int) -> list[tuple[str, nn.Module]]:
-            return [(f"conv{i}", nn.Conv2d(c_in, c_out, 3, padding=1)), (f"bn{i}", nn.BatchNorm2d(c_out)), (f"relu{i}", nn.ReLU())]
+            return [
+                (f"conv{i}", nn.Conv2d(c_in, c_out, 3, padding=1)),
+                (f"bn{i}", nn.BatchNorm2d(c_out)),
+                (f"relu{i}", nn.ReLU()),
+            ]
 
         w = width
         self.features = nn.Sequential(OrderedDict(

@@ -113,3 +113,43 @@ def test_status_page_records_profile_device_and_chapters(page, site):
     text = page.locator("article").inner_text()
     assert "profile" in text and ("quick" in text or "full" in text)
     assert "device" in text and "book/interpretability/gradcam" in text
+
+
+def test_search_finds_the_gradcam_chapter(page, site):
+    _open(page, site + "book/intro.html")
+    page.keyboard.press("Control+k")
+    box = page.locator("input[name='q']:visible").first
+    box.fill("Grad-CAM")
+    box.press("Enter")
+    page.wait_for_url("**/search.html?q=*")
+    hit = page.locator("#search-results a[href*='interpretability/gradcam']").first
+    hit.wait_for(timeout=20_000)
+    _shot(page, "search")
+    assert page.blocked == [], page.blocked
+
+
+def test_launch_and_download_buttons(page, site, built_book):
+    _open(page, site + "book/interpretability/gradcam.html")
+    hrefs = page.eval_on_selector_all("a[href]", "as => as.map(a => a.getAttribute('href'))")
+    nb = "book/interpretability/gradcam.ipynb"
+    assert f"https://colab.research.google.com/github/dlbook/dlbook/blob/notebooks/{nb}" in hrefs
+    assert f"https://mybinder.org/v2/gh/dlbook/dlbook/notebooks?urlpath=lab/tree/{nb}" in hrefs
+    assert any(h.endswith("_sources/book/interpretability/gradcam.ipynb") for h in hrefs)  # download .ipynb
+    assert any(h.endswith("_sources/book/interpretability/gradcam.md") for h in hrefs)  # download source
+    assert any("github.com/dlbook/dlbook/edit/main/book/interpretability/gradcam.md" in h for h in hrefs)
+    assert any("github.com/dlbook/dlbook/issues" in h for h in hrefs)
+    # the notebook the buttons point at is written by the build, with its install cell
+    import nbformat
+
+    written = nbformat.read(built_book.html / "_notebooks" / nb, as_version=4)
+    assert "git+https://github.com/dlbook/dlbook.git@" in written.cells[0].source
+
+
+def test_datasets_page_lists_the_registry(page, site):
+    _open(page, site + "book/datasets.html")
+    _shot(page, "datasets")
+    text = page.locator("article").inner_text()
+    for name in ("cora", "citeseer", "mnist", "clothing-small", "tiny-shakespeare", "efficientnet-lite0"):
+        assert name in text, name
+    assert page.locator("article table a[href*='interpretability/gradcam']").count() >= 1
+    assert page.blocked == [], page.blocked
