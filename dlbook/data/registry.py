@@ -118,12 +118,18 @@ def usage(book: str | Path) -> dict[str, list[str]]:
     return out
 
 
-def catalogue(book: str | Path = "book") -> list[dict[str, str]]:
-    """One row per registry entry (datasets, then models) with the chapters that use it."""
+def catalogue(book: str | Path | None = None) -> list[dict[str, str]]:
+    """One row per registry entry (datasets, then models) with the chapters that use it.
+
+    ``book`` defaults to the ``book/`` folder beside the package (a clone of the repository);
+    where there is none (dlbook installed from a wheel) no chapter is listed.
+    """
     import dlbook.data  # noqa: F401  (registers every dataset)
     import dlbook.pretrained  # noqa: F401  (registers the pretrained models)
 
-    used = usage(book)
+    if book is None:
+        book = Path(dlbook.__file__).resolve().parents[1] / "book"
+    used = usage(book) if Path(book).is_dir() else {name: [] for name in REGISTRY}
     rows = []
     for e in sorted(REGISTRY.values(), key=lambda e: (e.kind != "dataset", e.title.lower())):
         rows.append({
