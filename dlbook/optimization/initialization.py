@@ -116,17 +116,17 @@ def kaiming_normal_(weight: torch.Tensor, a: float = 0.0, mode: str = "fan_in", 
 
 @dataclass
 class MLPConfig:
-    """A deep MLP of equal-width hidden layers."""
+    """A deep MLP of equal-width layers (see :class:`DeepMLP`)."""
 
-    depth: int = 10  # number of hidden layers (each: linear, optional norm, activation)
+    depth: int = 10  # number of hidden width -> width layers (blocks), between the input layer and the head
     width: int = 128  # units per hidden layer
     in_features: int = 784  # input size (a flattened 28 x 28 digit)
     num_classes: int = 10  # output size
     activation: str = "relu"  # "relu" or "tanh"
     init: str = "he"  # "he", "xavier", or "normal" (N(0, init_std^2), the same for every layer)
     init_std: float = 0.01  # the standard deviation of the "normal" scheme
-    norm: bool = False  # batch normalization after each hidden linear layer
-    residual: bool = False  # add each hidden layer's input to its output (except the first, whose shape changes)
+    norm: bool = False  # batch normalization before each activation
+    residual: bool = False  # add each block's input to its output
 
     def __post_init__(self):
         if not isinstance(self.depth, int) or self.depth < 1:
@@ -142,28 +142,37 @@ class MLPConfig:
 
 
 class Block(nn.Module):
-    r"""One hidden layer: :math:`h' = \phi(N(W h + b))`, or :math:`h' = h + \phi(N(W h + b))` if residual."""
+    r"""One hidden layer in pre-activation form (He et al. 2016b): :math:`f(h) = W\,\phi(N(h)) + b`.
 
-    def __init__(self, n_in: int, n_out: int, activation: str, norm: bool, residual: bool):
+    The block returns :math:`f(h)` (plain) or :math:`h + f(h)` (residual); :math:`N` is batch
+    normalization or the identity.
+    """
+
+    def __init__(self, width: int, activation: str, norm: bool, residual: bool):
         super().__init__()
-        if residual and n_in != n_out:
-            raise ValueError(f"a residual block needs n_in == n_out, got {n_in} and {n_out}")
-        self.linear = nn.Linear(n_in, n_out)
-        self.norm = nn.BatchNorm1d(n_out) if norm else nn.Identity()
+        self.norm = nn.BatchNorm1d(width) if norm else nn.Identity()
         self.act = nn.ReLU() if activation == "relu" else nn.Tanh()
+        self.linear = nn.Linear(width, width)
         self.residual = residual
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        out = self.act(self.norm(self.linear(h)))
+        out = self.linear(self.act(self.norm(h)))
         return h + out if self.residual else out
 
 
 class DeepMLP(nn.Module):
-    """A stack of ``depth`` equal-width hidden layers and a linear classifier (see :class:`MLPConfig`).
+    r"""An input layer, ``depth`` equal-width blocks and a classifier (see :class:`MLPConfig`).
+
+    .. math::
+
+        h_0 = W_0 x + b_0, \qquad h_l = [h_{l-1} +]\; W_l\, \phi(N(h_{l-1})) + b_l, \qquad
+        	ext{logits} = W_{L+1}\, \phi(N(h_L)) + b_{L+1}.
 
     Every linear layer is initialized by the chosen scheme, biases at zero: ``"he"`` uses
     :func:`kaiming_normal_` for the activation, ``"xavier"`` uses :func:`xavier_normal_` with
-    gain 1 (Glorot & Bengio's choice), ``"normal"`` a fixed standard deviation.
+    gain 1 (Glorot & Bengio's choice), ``"normal"`` a fixed standard deviation. With He
+    initialization and no normalization, :math:`E[h_l^2]` is the same for every plain layer
+    and doubles at every residual one.
 
     Shapes:
         x: (B, in_features) or (B, C, H, W) with C*H*W = in_features; output: (B, num_classes).
@@ -172,14 +181,15 @@ class DeepMLP(nn.Module):
     def __init__(self, config: MLPConfig, generator: torch.Generator | None = None):
         super().__init__()
         self.config = c = config
-        self.blocks = nn.ModuleList(
-            Block(c.in_features if i == 0 else c.width, c.width, c.activation, c.norm, c.residual and i > 0)
-            for i in range(c.depth)
-        )
+        self.stem = nn.Linear(c.in_features, c.width)
+        self.blocks = nn.ModuleList(Block(c.width, c.activation, c.norm, c.residual) for _ in range(c.depth))
+        self.head_norm = nn.BatchNorm1d(c.width) if c.norm else nn.Identity()
+        self.head_act = nn.ReLU() if c.activation == "relu" else nn.Tanh()
         self.head = nn.Linear(c.width, c.num_classes)
-        for layer in self.linears():
+        for i, layer in enumerate(self.linears()):
             if c.init == "he":
-                kaiming_normal_(layer.weight, nonlinearity=c.activation, generator=generator)
+                # the input layer sees pixels, not activations: it is linear
+                kaiming_normal_(layer.weight, nonlinearity="linear" if i == 0 else c.activation, generator=generator)
             elif c.init == "xavier":
                 xavier_normal_(layer.weight, generator=generator)
             else:
@@ -189,15 +199,20 @@ class DeepMLP(nn.Module):
 
     def linears(self) -> list[nn.Linear]:
         """The linear layers, input to output."""
-        return [b.linear for b in self.blocks] + [self.head]
+        return [self.stem] + [b.linear for b in self.blocks] + [self.head]
+
+    def layers(self) -> list[nn.Module]:
+        """The modules whose outputs are the hidden representations h_0 .. h_L."""
+        return [self.stem, *self.blocks]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.flatten(1)
         if h.shape[1] != self.config.in_features:
             raise ValueError(f"x has {h.shape[1]} features per example, the model expects {self.config.in_features}")
+        h = self.stem(h)
         for block in self.blocks:
             h = block(h)
-        return self.head(h)
+        return self.head(self.head_act(self.head_norm(h)))
 
 
 # --- measuring the signal, layer by layer ---------------------------------------------------
@@ -205,12 +220,12 @@ class DeepMLP(nn.Module):
 
 @dataclass
 class LayerStats:
-    """Per-layer statistics of one forward and backward pass (index 0 is the first hidden layer).
+    """Per-layer statistics of one forward and backward pass (index 0 is the input layer's output h_0).
 
     Shapes:
-        activation_std: (L,), the standard deviation of each hidden layer's output h_l.
-        backward_std: (L,), the standard deviation of dL/dh_l, the gradient reaching that output.
-        weight_grad_norm: (L + 1,), the Frobenius norm of dL/dW for every linear layer, head last.
+        activation_std: (L + 1,), the standard deviation of each hidden representation h_l.
+        backward_std: (L + 1,), the standard deviation of dL/dh_l, the gradient reaching it.
+        weight_grad_norm: (L + 2,), the Frobenius norm of dL/dW for every linear layer, head last.
     """
 
     activation_std: torch.Tensor
@@ -246,7 +261,7 @@ def layer_statistics(model: DeepMLP, x: torch.Tensor, y: torch.Tensor,
     The model's ``.grad`` fields are overwritten; the model is left in the mode it was in.
     """
     model.zero_grad(set_to_none=True)
-    with recording(list(model.blocks)) as (outputs, grads):
+    with recording(model.layers()) as (outputs, grads):
         loss_fn(model(x), y).backward()
     if any(g is None for g in grads):
         raise RuntimeError("a hidden layer received no gradient; is the loss connected to every layer?")

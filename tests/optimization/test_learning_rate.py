@@ -15,7 +15,7 @@ from torch_lr_finder import LRFinder
 
 from dlbook.optimization.learning_rate import (
     Constant, Cyclical, ExponentialDecay, OneCycle, RangeTestConfig, Scheduled, StepDecay, WarmupCosine,
-    lr_range_test,
+    lr_range_test, top_hessian_eigenvalue,
 )
 from dlbook.optimization.optimizers import SGD
 from dlbook.train import fit
@@ -205,3 +205,46 @@ def test_range_test_needs_enough_points_to_suggest():
     result = lr_range_test(model, loader, opt, config=RangeTestConfig(num_iter=10))
     with pytest.raises(ValueError, match="at least"):
         result.steepest()
+
+
+def test_top_hessian_eigenvalue_equals_the_exact_one():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)).double()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 4, generator=g, dtype=torch.float64), torch.randint(0, 2, (32,), generator=g)
+    params = list(model.parameters())
+    shapes = [p.shape for p in params]
+    flat = torch.cat([p.detach().flatten() for p in params])
+
+    def loss_of(theta):
+        chunks, i = [], 0
+        for s in shapes:
+            chunks.append(theta[i:i + math.prod(s)].view(s))
+            i += math.prod(s)
+        h = torch.tanh(x @ chunks[0].T + chunks[1])
+        return F.cross_entropy(h @ chunks[2].T + chunks[3], y)
+
+    exact = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss_of, flat))
+    top = exact[exact.abs().argmax()].item()
+    assert top_hessian_eigenvalue(model, x, y, iters=300) == pytest.approx(top, rel=1e-4)
+
+
+def test_gradient_descent_on_a_quadratic_diverges_just_above_two_over_lambda_max():
+    """For a quadratic loss the rule eta < 2 / lambda_max is exact."""
+    torch.manual_seed(0)
+    model = nn.Linear(5, 1, bias=False)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 5, generator=g) * torch.tensor([1.0, 1, 1, 1, 4])
+    y = torch.randn(64, 1, generator=g)
+    lam = top_hessian_eigenvalue(model, x, y, F.mse_loss, iters=200)
+    finals = {}
+    for factor in (0.95, 1.05):
+        m = nn.Linear(5, 1, bias=False)
+        m.load_state_dict(model.state_dict())
+        opt = torch.optim.SGD(m.parameters(), lr=factor * 2 / lam)
+        for _ in range(300):
+            opt.zero_grad()
+            F.mse_loss(m(x), y).backward()
+            opt.step()
+        finals[factor] = F.mse_loss(m(x), y).item()
+    assert finals[0.95] < 10 and finals[1.05] > 1e3, finals
