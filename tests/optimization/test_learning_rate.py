@@ -248,3 +248,15 @@ def test_gradient_descent_on_a_quadratic_diverges_just_above_two_over_lambda_max
             opt.step()
         finals[factor] = F.mse_loss(m(x), y).item()
     assert finals[0.95] < 10 and finals[1.05] > 1e3, finals
+
+
+def test_scheduler_state_refuses_a_different_schedule():
+    p = nn.Parameter(torch.zeros(1))
+    sched = Scheduled(torch.optim.SGD([p], lr=0.1, momentum=0.9), OneCycle(0.1, 100))
+    state = sched.state_dict()
+    other = Scheduled(torch.optim.SGD([p], lr=0.1, momentum=0.9), OneCycle(0.2, 100))
+    with pytest.raises(ValueError, match="schedules"):
+        other.load_state_dict(state)
+    same = Scheduled(torch.optim.SGD([p], lr=0.1, momentum=0.9), OneCycle(0.1, 100))
+    same.load_state_dict(state)
+    assert same.last_epoch == sched.last_epoch
