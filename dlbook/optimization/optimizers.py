@@ -1,0 +1,358 @@
+"""First-order optimizers from scratch: SGD (with momentum and Nesterov), RMSprop, Adam, AdamW.
+
+Each optimizer is a :class:`torch.optim.Optimizer` subclass: the base class keeps the
+parameter groups, the per-parameter state and ``state_dict``; the update rule in ``step`` is
+ours, written from the papers' equations in the same order of floating-point operations as
+PyTorch's single-tensor (``foreach=False``) path, so a run on the CPU follows the same
+trajectory as ``torch.optim`` bit for bit. They plug into :func:`dlbook.train.fit` and into
+every ``torch.optim.lr_scheduler``.
+
+Papers: Robbins & Monro (1951) for stochastic gradient descent; Polyak (1964) for the
+heavy-ball momentum; Nesterov (1983) and Sutskever et al. (2013) for Nesterov momentum;
+Tieleman & Hinton (2012, lecture 6.5) for RMSprop; Kingma & Ba (2015) for Adam; Loshchilov &
+Hutter (2019) for AdamW's decoupled weight decay.
+
+Checked against: ``torch.optim.SGD``, ``RMSprop``, ``Adam`` and ``AdamW``: the same
+parameters after 100 steps, with and without weight decay, momentum, Nesterov, centring and
+AMSGrad (``tests/optimization/test_optimizers.py``).
+
+The module also holds the two-dimensional test surfaces of the chapter (a saddle,
+Rosenbrock's valley, an ill-conditioned quadratic) and :func:`trajectory`, which runs any
+optimizer on them.
+
+Chapter: ``book/optimization/optimizers.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+
+def _check(name: str, value: float, low: float = 0.0, high: float | None = None, *, strict_high: bool = True) -> None:
+    """Raise a clear error for a hyperparameter outside ``[low, high)`` (or ``[low, high]``)."""
+    bad = not isinstance(value, (int, float)) or isinstance(value, bool) or value < low or math.isnan(value)
+    if high is not None and not bad:
+        bad = value >= high if strict_high else value > high
+    if bad:
+        span = f"[{low}, {high})" if strict_high else f"[{low}, {high}]"
+        raise ValueError(f"{name} must be a number in {span if high is not None else f'>= {low}'}, got {value!r}")
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent, optionally with momentum (heavy ball or Nesterov).
+
+    With gradient :math:`g_t = \nabla L(\theta_{t-1}) + \lambda \theta_{t-1}` (L2 weight decay
+    :math:`\lambda`), the momentum buffer and the step are
+
+    .. math::
+
+        b_t = \mu b_{t-1} + (1 - \tau) g_t, \qquad b_1 = g_1, \qquad
+        d_t = \begin{cases} g_t + \mu b_t & \text{Nesterov} \\ b_t & \text{otherwise} \end{cases},
+        \qquad \theta_t = \theta_{t-1} - \eta d_t,
+
+    and :math:`d_t = g_t` when :math:`\mu = 0` (plain SGD). The buffer starts at the first
+    gradient, not at zero, as in PyTorch; the Nesterov form is that of Sutskever et al.
+    (2013, eq. 7) rewritten in terms of the gradient at the current point.
+
+    Args:
+        params: the parameters (or parameter groups) to optimize.
+        lr: the learning rate :math:`\eta`.
+        momentum: :math:`\mu`, 0 for plain SGD.
+        dampening: :math:`\tau`, scales the new gradient in the buffer.
+        weight_decay: :math:`\lambda`, added to the gradient as :math:`\lambda\theta`.
+        nesterov: use Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
+    """
+
+    def __init__(self, params: Iterable, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False):
+        _check("lr", lr)
+        _check("momentum", momentum)
+        _check("dampening", dampening)
+        _check("weight_decay", weight_decay)
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError(f"nesterov=True needs momentum > 0 and dampening = 0, got momentum={momentum}, "
+                             f"dampening={dampening}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov))
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        """Take one step; ``closure`` (optional) re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, mu, tau, wd = group["lr"], group["momentum"], group["dampening"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if wd != 0:
+                    g = g.add(p, alpha=wd)  # L2 penalty: the gradient of (wd / 2) * ||p||^2
+                if mu != 0:
+                    state = self.state[p]
+                    if "momentum_buffer" not in state:
+                        b = state["momentum_buffer"] = g.clone()
+                    else:
+                        b = state["momentum_buffer"]
+                        b.mul_(mu).add_(g, alpha=1 - tau)
+                    g = g.add(b, alpha=mu) if group["nesterov"] else b
+                p.add_(g, alpha=-lr)
+        return loss
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop (Tieleman & Hinton 2012): divide the gradient by a running RMS of its history.
+
+    .. math::
+
+        v_t = \alpha v_{t-1} + (1 - \alpha) g_t^2, \qquad
+        \theta_t = \theta_{t-1} - \eta \frac{g_t}{\sqrt{v_t} + \epsilon}.
+
+    With ``centered=True`` the denominator uses the variance estimate
+    :math:`\sqrt{v_t - \bar g_t^2}` with :math:`\bar g_t = \alpha \bar g_{t-1} + (1-\alpha) g_t`
+    (Graves 2013); with momentum :math:`\mu` the normalized gradient feeds a buffer
+    :math:`b_t = \mu b_{t-1} + g_t / (\sqrt{v_t} + \epsilon)` and
+    :math:`\theta_t = \theta_{t-1} - \eta b_t`. All state starts at zero.
+
+    Args:
+        params: the parameters (or parameter groups) to optimize.
+        lr: the learning rate :math:`\eta`.
+        alpha: decay :math:`\alpha` of the running average of squared gradients.
+        eps: :math:`\epsilon`, added to the root for numerical stability.
+        weight_decay: L2 weight decay :math:`\lambda`, added to the gradient as :math:`\lambda\theta`.
+        momentum: :math:`\mu`, 0 for none.
+        centered: normalize by the estimated variance instead of the second moment.
+    """
+
+    def __init__(self, params: Iterable, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False):
+        _check("lr", lr)
+        _check("alpha", alpha, 0.0, 1.0, strict_high=False)
+        _check("eps", eps)
+        _check("weight_decay", weight_decay)
+        _check("momentum", momentum)
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                      momentum=momentum, centered=centered))
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        """Take one step; ``closure`` (optional) re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, alpha, eps, wd, mu = group["lr"], group["alpha"], group["eps"], group["weight_decay"], group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["square_avg"] = torch.zeros_like(p)
+                    if mu > 0:
+                        state["momentum_buffer"] = torch.zeros_like(p)
+                    if group["centered"]:
+                        state["grad_avg"] = torch.zeros_like(p)
+                state["step"] += 1
+                if wd != 0:
+                    g = g.add(p, alpha=wd)
+                v = state["square_avg"]
+                v.mul_(alpha).addcmul_(g, g, value=1 - alpha)
+                if group["centered"]:
+                    g_bar = state["grad_avg"]
+                    g_bar.lerp_(g, 1 - alpha)  # = alpha * g_bar + (1 - alpha) * g
+                    denom = v.addcmul(g_bar, g_bar, value=-1).sqrt_()
+                else:
+                    denom = v.sqrt()
+                denom.add_(eps)
+                if mu > 0:
+                    b = state["momentum_buffer"]
+                    b.mul_(mu).addcdiv_(g, denom)
+                    p.add_(b, alpha=-lr)
+                else:
+                    p.addcdiv_(g, denom, value=-lr)
+        return loss
+
+
+class Adam(Optimizer):
+    r"""Adam (Kingma & Ba 2015, algorithm 1): momentum on the gradient, RMSprop's scaling, bias correction.
+
+    .. math::
+
+        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \qquad
+        v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \qquad m_0 = v_0 = 0,
+
+        \hat m_t = \frac{m_t}{1-\beta_1^t}, \qquad \hat v_t = \frac{v_t}{1-\beta_2^t}, \qquad
+        \theta_t = \theta_{t-1} - \eta \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}.
+
+    Weight decay :math:`\lambda` is the L2 penalty, added to the gradient
+    (:math:`g_t \leftarrow g_t + \lambda\theta_{t-1}`), so it is rescaled by
+    :math:`1/\sqrt{\hat v_t}` like the rest of the gradient; :class:`AdamW` decouples it.
+    With ``amsgrad=True`` (Reddi et al. 2018) the denominator uses the running maximum of
+    :math:`v_t`.
+
+    Args:
+        params: the parameters (or parameter groups) to optimize.
+        lr: the learning rate :math:`\eta`.
+        betas: :math:`(\beta_1, \beta_2)`, decays of the first and second moment estimates.
+        eps: :math:`\epsilon`, added to :math:`\sqrt{\hat v_t}`.
+        weight_decay: :math:`\lambda`.
+        amsgrad: normalize by the maximum of all :math:`\hat v` so far.
+    """
+
+    decoupled_weight_decay = False  # AdamW sets True: decay the weights, not the gradient
+
+    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False):
+        _check("lr", lr)
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        _check("betas[0]", betas[0], 0.0, 1.0)
+        _check("betas[1]", betas[1], 0.0, 1.0)
+        _check("eps", eps)
+        _check("weight_decay", weight_decay)
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad))
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        """Take one step; ``closure`` (optional) re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                    if group["amsgrad"]:
+                        state["max_exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = state["step"]
+                if wd != 0:
+                    if self.decoupled_weight_decay:
+                        p.mul_(1 - lr * wd)  # Loshchilov & Hutter, algorithm 2, line 12
+                    else:
+                        g = g.add(p, alpha=wd)
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m.lerp_(g, 1 - beta1)  # = beta1 * m + (1 - beta1) * g
+                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                if group["amsgrad"]:
+                    torch.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+                    v = state["max_exp_avg_sq"]
+                # Bias corrections folded into two scalars: m_hat / (sqrt(v_hat) + eps) =
+                # (m / (1 - beta1^t)) / (sqrt(v) / sqrt(1 - beta2^t) + eps).
+                step_size = lr / (1 - beta1**t)
+                denom = (v.sqrt() / (1 - beta2**t) ** 0.5).add_(eps)
+                p.addcdiv_(m, denom, value=-step_size)
+        return loss
+
+
+class AdamW(Adam):
+    r"""AdamW (Loshchilov & Hutter 2019): Adam with weight decay taken out of the gradient.
+
+    .. math:: \theta_t = (1 - \eta\lambda)\,\theta_{t-1} - \eta \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon},
+
+    with :math:`\hat m_t, \hat v_t` from the raw gradient. Every weight shrinks at the same rate
+    :math:`\eta\lambda`, whatever its gradient history, which is what L2 regularization does for
+    plain SGD and what Adam's L2 penalty does not.
+
+    Args: as :class:`Adam`; ``weight_decay`` defaults to 0.01 as in PyTorch.
+    """
+
+    decoupled_weight_decay = True
+
+    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+
+
+# --- two-dimensional test surfaces ---------------------------------------------------------
+
+
+def saddle(p: torch.Tensor) -> torch.Tensor:
+    r"""A saddle with two minima: :math:`f(x, y) = x^2 + y^4/4 - y^2/2`.
+
+    The origin is a saddle point (curvature +2 along x, -1 along y); the minima are
+    :math:`(0, \pm 1)` with :math:`f = -1/4`.
+
+    Shapes:
+        p: (..., 2); output: (...).
+    """
+    x, y = p[..., 0], p[..., 1]
+    return x**2 + y**4 / 4 - y**2 / 2
+
+
+def rosenbrock(p: torch.Tensor, a: float = 1.0, b: float = 100.0) -> torch.Tensor:
+    r"""Rosenbrock's banana valley (1960): :math:`f(x, y) = (a - x)^2 + b (y - x^2)^2`, minimum at :math:`(a, a^2)`.
+
+    Shapes:
+        p: (..., 2); output: (...).
+    """
+    x, y = p[..., 0], p[..., 1]
+    return (a - x) ** 2 + b * (y - x**2) ** 2
+
+
+def quadratic(p: torch.Tensor, kappa: float = 25.0, angle: float = 0.0) -> torch.Tensor:
+    r"""An ill-conditioned quadratic :math:`f(p) = \tfrac12 p^\top R A R^\top p`, :math:`A = \mathrm{diag}(1, \kappa)`.
+
+    :math:`R` rotates by ``angle`` radians; at 0 the valley is aligned with the axes. The
+    condition number is :math:`\kappa`; the minimum is the origin.
+
+    Shapes:
+        p: (..., 2); output: (...).
+    """
+    if kappa < 1:
+        raise ValueError(f"kappa must be >= 1 (the condition number), got {kappa}")
+    c, s = math.cos(angle), math.sin(angle)
+    u = c * p[..., 0] + s * p[..., 1]  # coordinates in the eigenbasis
+    w = -s * p[..., 0] + c * p[..., 1]
+    return 0.5 * (u**2 + kappa * w**2)
+
+
+def trajectory(f: Callable[[torch.Tensor], torch.Tensor], start: tuple[float, float], optimizer: type[Optimizer],
+               steps: int, **hyper: Any) -> torch.Tensor:
+    """Run ``optimizer(**hyper)`` on the function ``f`` of two variables, from ``start``.
+
+    Args:
+        f: a function of a point (2,) returning a scalar (e.g. :func:`rosenbrock`).
+        start: the starting point ``(x, y)``.
+        optimizer: an optimizer class (ours or ``torch.optim``'s).
+        steps: the number of steps.
+        hyper: the optimizer's hyperparameters (``lr=...``, ``momentum=...``).
+
+    Returns:
+        The path, shape (steps + 1, 2), in float64; it starts at ``start``.
+    """
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    p = torch.tensor(start, dtype=torch.float64, requires_grad=True)
+    opt = optimizer([p], **hyper)
+    path = [p.detach().clone()]
+    for _ in range(steps):
+        opt.zero_grad()
+        f(p).backward()
+        opt.step()
+        path.append(p.detach().clone())
+    return torch.stack(path)
+
+
+def first_step_below(values: torch.Tensor, threshold: float) -> int | None:
+    """The first index at which ``values`` (1-D) is below ``threshold``, or ``None`` if never."""
+    hits = torch.nonzero(values < threshold).flatten()
+    return int(hits[0]) if len(hits) else None
