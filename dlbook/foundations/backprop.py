@@ -173,9 +173,11 @@ class Tensor:
         if self.ndim != 2 or other.ndim != 2:
             raise ValueError(f"matmul takes two 2-D tensors, got shapes {self.shape} and {other.shape}")
 
-        def backward(g):  # Y = A B:  dA = dY B^T,  dB = A^T dY
-            self._accumulate(g @ other.data.T)
-            other._accumulate(self.data.T @ g)
+        def backward(g):  # Y = A B:  dA = dY B^T,  dB = A^T dY (each product only if it is needed)
+            if self.requires_grad:
+                self._accumulate(g @ other.data.T)
+            if other.requires_grad:
+                other._accumulate(self.data.T @ g)
 
         return self._result(self.data @ other.data, (self, other), "matmul", backward)
 
