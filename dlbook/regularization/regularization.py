@@ -40,7 +40,7 @@ def knn_predict(
     x_train: torch.Tensor,
     y_train: torch.Tensor,
     x_query: torch.Tensor,
-    k: int,
+    k: int | Sequence[int],
     *,
     regression: bool = False,
     chunk: int = 1024,
@@ -56,35 +56,40 @@ def knn_predict(
         x_train: training inputs, flattened to ``(N, D)``.
         y_train: targets ``(N,)``: class indices, or real values if ``regression``.
         x_query: inputs to predict, flattened to ``(M, D)``.
-        k: number of neighbours, ``1 <= k <= N``.
+        k: number of neighbours, ``1 <= k <= N``; or a list of them, all predicted from one
+            distance computation.
         regression: average the neighbours' targets instead of voting.
         chunk: queries per block, to bound the ``(chunk, N)`` distance matrix in memory.
 
     Shapes:
-        output: (M,), the dtype of ``y_train`` for classification, floating for regression.
+        output: (M,) for one ``k``, (len(k), M) for a list; the dtype of ``y_train`` for
+        classification, floating for regression.
     """
     x_train, x_query = x_train.flatten(1), x_query.flatten(1)
     n = len(x_train)
-    if not isinstance(k, int) or not 1 <= k <= n:
-        raise ValueError(f"k must be an integer between 1 and the {n} training points, got {k!r}")
+    ks = [k] if isinstance(k, int) else list(k)
+    if not ks or not all(isinstance(j, int) and 1 <= j <= n for j in ks):
+        raise ValueError(f"k must be an integer (or a list of them) between 1 and the {n} training points, got {k!r}")
     if len(y_train) != n:
         raise ValueError(f"y_train has {len(y_train)} targets for {n} training points")
     if x_query.shape[1] != x_train.shape[1]:
         raise ValueError(f"x_query has {x_query.shape[1]} features, x_train has {x_train.shape[1]}")
     sq_train = (x_train**2).sum(1)
+    n_classes = None if regression else int(y_train.max()) + 1
     out = []
     for q in x_query.split(chunk):
         # ||q - x||^2 = ||q||^2 - 2 q.x + ||x||^2; ||q||^2 does not change the order, so it is left out.
         d2 = sq_train[None] - 2 * q @ x_train.T  # (chunk, N)
-        idx = d2.topk(k, dim=1, largest=False).indices  # (chunk, k)
+        idx = d2.topk(max(ks), dim=1, largest=False, sorted=True).indices  # (chunk, max k), nearest first
         neighbours = y_train[idx]
         if regression:
             values = neighbours if neighbours.is_floating_point() else neighbours.to(torch.get_default_dtype())
-            out.append(values.mean(1))
+            out.append(torch.stack([values[:, :j].mean(1) for j in ks]))
         else:
-            votes = F.one_hot(neighbours, int(y_train.max()) + 1).sum(1)  # (chunk, classes)
-            out.append(votes.argmax(1))  # argmax returns the first maximum: the smallest label
-    return torch.cat(out)
+            votes = F.one_hot(neighbours, n_classes).cumsum(1)  # (chunk, max k, classes): votes of the first j
+            out.append(torch.stack([votes[:, j - 1].argmax(1) for j in ks]))  # first maximum: smallest label
+    preds = torch.cat(out, dim=1)  # (len(ks), M)
+    return preds[0] if isinstance(k, int) else preds
 
 
 @dataclass

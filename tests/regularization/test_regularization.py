@@ -35,6 +35,18 @@ def test_knn_equals_scikit_learn(k):
     torch.testing.assert_close(knn_predict(x, t, q, k, regression=True), torch.from_numpy(ref))
 
 
+def test_knn_with_a_list_of_k_equals_one_k_at_a_time():
+    g = torch.Generator().manual_seed(0)
+    x, q = torch.randn(300, 5, generator=g), torch.randn(70, 5, generator=g)
+    y, t = torch.randint(0, 4, (300,), generator=g), torch.randn(300, generator=g)
+    ks = [1, 2, 7, 50]
+    many = knn_predict(x, y, q, ks, chunk=32)
+    assert many.shape == (4, 70)
+    for row, k in zip(many, ks, strict=True):
+        assert torch.equal(row, knn_predict(x, y, q, k))
+    torch.testing.assert_close(knn_predict(x, t, q, ks, regression=True)[2], knn_predict(x, t, q, 7, regression=True))
+
+
 def test_knn_with_k1_memorizes_the_training_set():
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(100, 4, generator=g), torch.randint(0, 5, (100,), generator=g)
@@ -43,7 +55,7 @@ def test_knn_with_k1_memorizes_the_training_set():
 
 def test_knn_errors():
     x, y = torch.randn(10, 3), torch.zeros(10, dtype=torch.long)
-    with pytest.raises(ValueError, match="k must be an integer between 1 and the 10"):
+    with pytest.raises(ValueError, match=r"k must be an integer \(or a list of them\) between 1 and the 10"):
         knn_predict(x, y, x, 11)
     with pytest.raises(ValueError, match="x_query has 2 features"):
         knn_predict(x, y, torch.randn(4, 2), 1)
