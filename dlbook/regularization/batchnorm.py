@@ -358,3 +358,37 @@ def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-3, o
 def rel_error(a: np.ndarray, b: np.ndarray) -> float:
     """The largest elementwise relative error :math:`|a-b| / \\max(10^{-8}, |a| + |b|)` (as in CS231n)."""
     return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
+
+
+# --- the networks of the chapter ----------------------------------------------------------------
+
+
+def deep_mlp(depth: int = 3, width: int = 100, norm: str | None = "ours", *, activation: type[nn.Module] = nn.Sigmoid,
+             eps: float = 1e-5, in_features: int = 784, out_features: int = 10) -> nn.Sequential:
+    """``depth`` hidden layers ``Linear -> norm -> activation`` and a linear classifier.
+
+    The network of Ioffe & Szegedy's MNIST experiment is ``deep_mlp(3, 100)``: three hidden
+    layers of 100 sigmoid units, normalized before the nonlinearity.
+
+    Args:
+        norm: ``None`` (no normalization), ``"ours"`` (:class:`TorchBatchNorm`), ``"torch"``
+            (``nn.BatchNorm1d``) or ``"layer"`` (``nn.LayerNorm``).
+        eps: the normalization's :math:`\\epsilon`.
+
+    Shapes:
+        input: (B, ...) with ``in_features`` entries per example; output: (B, out_features).
+    """
+    norms = {None: None, "ours": lambda: TorchBatchNorm(width, eps=eps),
+             "torch": lambda: nn.BatchNorm1d(width, eps=eps), "layer": lambda: nn.LayerNorm(width, eps=eps)}
+    if norm not in norms:
+        raise ValueError(f"norm must be one of {list(norms)}, got {norm!r}")
+    if depth < 1 or width < 1:
+        raise ValueError(f"depth and width must be positive, got depth={depth}, width={width}")
+    layers: list[nn.Module] = [nn.Flatten()]
+    for i in range(depth):
+        layers.append(nn.Linear(in_features if i == 0 else width, width))
+        if norm is not None:
+            layers.append(norms[norm]())
+        layers.append(activation())
+    layers.append(nn.Linear(width, out_features))
+    return nn.Sequential(*layers)

@@ -9,7 +9,7 @@ from torch import nn
 from dlbook.config import seed_everything
 from dlbook.regularization.batchnorm import (
     BatchNorm, BatchNormConfig, LayerNorm, TorchBatchNorm, batchnorm_backward, batchnorm_backward_alt,
-    batchnorm_forward, layernorm_backward, layernorm_forward, numerical_gradient, rel_error,
+    batchnorm_forward, deep_mlp, layernorm_backward, layernorm_forward, numerical_gradient, rel_error,
 )
 
 
@@ -211,3 +211,15 @@ def test_errors():
         BatchNorm(BatchNormConfig(3)).backward(np.zeros((2, 3)))
     with pytest.raises(ValueError, match=r"expected input of shape \(\.\.\., 4\)"):
         LayerNorm(4)(np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("norm, kind", [(None, None), ("ours", TorchBatchNorm), ("torch", nn.BatchNorm1d),
+                                        ("layer", nn.LayerNorm)])
+def test_deep_mlp_layers(norm, kind):
+    model = deep_mlp(4, 16, norm)
+    assert model(torch.randn(5, 1, 28, 28)).shape == (5, 10)
+    assert sum(isinstance(m, nn.Linear) for m in model) == 5
+    if kind is not None:
+        assert sum(isinstance(m, kind) for m in model) == 4
+    with pytest.raises(ValueError, match="norm must be one of"):
+        deep_mlp(norm="group")
