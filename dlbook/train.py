@@ -8,8 +8,13 @@ Checkpoints: give :func:`fit` a ``checkpoint`` path and it saves model, optimize
 history and every random-number generator's state at the end of each epoch, atomically
 (:func:`save_checkpoint`: write a temporary file, flush it to disk, rename). If the file
 exists when :func:`fit` starts, training resumes from it; on the CPU a resumed run ends with
-bit-identical weights to an uninterrupted one (``tests/test_train.py``). The checkpointing
-chapter (``book/practice/checkpointing.md``) builds keep-best and keep-last-k on these.
+bit-identical weights to an uninterrupted one (``tests/test_train.py``). ``checkpoint`` may
+also be a :class:`dlbook.practice.checkpointing.CheckpointManager`, which keeps the last k
+checkpoints and the best one (the checkpointing chapter, ``book/practice/checkpointing.md``).
+
+Regularization hooks: ``penalty`` adds a term such as an L1 or L2 norm of the weights to the
+training loss only, and ``callbacks`` run after each epoch and may stop training (early
+stopping, ``dlbook.regularization.regularization.EarlyStopping``).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,7 +126,9 @@ def fit(
     scheduler: Any = None,
     scheduler_step: str = "epoch",
     device: torch.device | str | None = None,
-    checkpoint: str | Path | None = None,
+    checkpoint: str | Path | Any = None,
+    penalty: Callable[[nn.Module], torch.Tensor] | None = None,
+    callbacks: Sequence[Callable[[nn.Module, History], bool | None]] = (),
     progress: bool | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` epochs and return its :class:`History`.
@@ -137,7 +144,13 @@ def fit(
         scheduler: a learning-rate scheduler, stepped each epoch or each batch.
         scheduler_step: ``"epoch"`` or ``"batch"`` (e.g. for ``OneCycleLR``).
         device: where to train; default: where the model's parameters are.
-        checkpoint: save state here after every epoch, and resume from it if it exists.
+        checkpoint: save state here after every epoch, and resume from it if it exists. A
+            path, or an object with ``latest() -> Path | None`` and ``save(**state)`` such as
+            :class:`dlbook.practice.checkpointing.CheckpointManager` (keep-last-k, keep-best).
+        penalty: ``penalty(model)`` -> scalar added to the training loss (L1, L2, ...); it is
+            recorded as ``train_penalty`` and is not part of ``train_loss`` or ``val_loss``.
+        callbacks: each is called as ``callback(model, history)`` after every epoch (after the
+            checkpoint is written); training stops when one returns ``True``.
         progress: show a progress bar; default: only when a person is watching.
 
     The history records ``train_loss`` and ``train_<metric>`` (running averages over the
@@ -152,8 +165,14 @@ def fit(
     metrics = {"acc": accuracy} if metrics is None else metrics
     history = History()
     start = 0
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, loader=train_loader)
+    manager = checkpoint if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)) else None
+    if manager is not None and not all(callable(getattr(manager, m, None)) for m in ("latest", "save")):
+        raise TypeError(
+            f"checkpoint must be a path or have latest() and save() methods, got {type(checkpoint).__name__}"
+        )
+    resume = manager.latest() if manager is not None else checkpoint
+    if resume is not None and Path(resume).exists():
+        state = load_checkpoint(resume, model=model, optimizer=optimizer, scheduler=scheduler, loader=train_loader)
         history = History(state["history"])
         start = state["epoch"]
 
@@ -171,13 +190,16 @@ def fit(
             x, y = _to(x, device), _to(y, device)
             out = model(x)
             loss = loss_fn(out, y)
+            extra = penalty(model) if penalty is not None else None
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if extra is None else loss + extra).backward()
             optimizer.step()
             if scheduler is not None and scheduler_step == "batch":
                 scheduler.step()
             n = len(y)
             totals["loss"] = totals.get("loss", 0.0) + loss.item() * n
+            if extra is not None:
+                totals["penalty"] = totals.get("penalty", 0.0) + extra.item() * n
             with torch.no_grad():
                 for name, fn in metrics.items():
                     totals[name] = totals.get(name, 0.0) + float(fn(out, y)) * n
@@ -190,13 +212,17 @@ def fit(
             record.update({f"val_{k}": v for k, v in evaluate(model, val_loader, loss_fn, metrics, device).items()})
         history.append(record)
         if checkpoint is not None:
-            save_checkpoint(
-                checkpoint, model=model, optimizer=optimizer, scheduler=scheduler,
-                loader=train_loader, epoch=epoch + 1, history=history.metrics,
-            )
+            state = dict(model=model, optimizer=optimizer, scheduler=scheduler, loader=train_loader,
+                         epoch=epoch + 1, history=history.metrics)
+            if manager is not None:
+                manager.save(**state)
+            else:
+                save_checkpoint(checkpoint, **state)
         if bar is not None:
             bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "lr"})
             bar.update(1)
+        if any([bool(callback(model, history)) for callback in callbacks]):  # a list: every callback runs
+            break
     if bar is not None:
         bar.close()
     return history
@@ -245,7 +271,10 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 
     The object is written to a temporary file in the same folder, flushed to disk, and
     renamed over ``path`` (``os.replace`` is atomic on one file system): ``path`` holds
-    either the old checkpoint or the new one, never half of one.
+    either the old checkpoint or the new one, never half of one. The folder is flushed too,
+    so that the rename itself survives a power cut (POSIX; a no-op where folders cannot be
+    opened). A process killed outright (SIGKILL) cannot remove its temporary file: such
+    leftovers are named ``.<name>.<random>.tmp`` and are safe to delete.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -259,7 +288,22 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
     return path
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Flush a folder's entries (new names, renames) to disk; nothing where that is not possible."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # e.g. Windows, where folders cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def save_checkpoint(

@@ -128,3 +128,49 @@ def test_history_errors():
     h.append({"loss": 1.0})
     with pytest.raises(KeyError, match="holds: loss"):
         h["acc"]
+
+
+def test_penalty_is_added_to_the_training_loss_only():
+    model, loader, opt, _ = _setup()
+    weights = [p for p in model.parameters() if p.ndim > 1]
+    hist = fit(model, loader, opt, epochs=2, val_loader=loader, progress=False,
+               penalty=lambda m: 0.5 * sum((w**2).sum() for w in weights))
+    assert "train_penalty" in hist and hist["train_penalty"][0] > 0
+    final = evaluate(model, loader)
+    assert hist["val_loss"][-1] == pytest.approx(final["loss"])  # validation loss has no penalty in it
+    # a strong L2 penalty shrinks the weights compared with no penalty
+    norms = []
+    for pen in (None, lambda m: 0.05 * sum((p**2).sum() for p in m.parameters() if p.ndim > 1)):
+        model, loader, opt, _ = _setup()
+        fit(model, loader, opt, epochs=5, penalty=pen, progress=False)
+        norms.append(sum((p**2).sum().item() for p in model.parameters() if p.ndim > 1))
+    assert norms[1] < 0.8 * norms[0]
+
+
+def test_callbacks_run_every_epoch_and_can_stop_training():
+    model, loader, opt, _ = _setup()
+    seen = []
+    hist = fit(model, loader, opt, epochs=10, progress=False,
+               callbacks=[lambda m, h: seen.append(len(h)), lambda m, h: len(h) == 3])
+    assert len(hist) == 3 and seen == [1, 2, 3]
+
+
+def test_fit_accepts_a_checkpoint_manager_and_rejects_other_objects(tmp_path):
+    class Manager:  # the protocol: latest() and save(**state)
+        def __init__(self):
+            self.saved = []
+
+        def latest(self):
+            return tmp_path / f"{len(self.saved)}.pt" if self.saved else None
+
+        def save(self, **state):
+            self.saved.append(state["epoch"])
+            save_checkpoint(tmp_path / f"{len(self.saved)}.pt", **state)
+
+    manager = Manager()
+    model, loader, opt, sched = _setup()
+    fit(model, loader, opt, epochs=2, scheduler=sched, checkpoint=manager, progress=False)
+    fit(model, loader, opt, epochs=3, scheduler=sched, checkpoint=manager, progress=False)  # resumes at 2
+    assert manager.saved == [1, 2, 3]
+    with pytest.raises(TypeError, match="checkpoint must be a path or have latest"):
+        fit(model, loader, opt, epochs=1, checkpoint=42, progress=False)

@@ -1,0 +1,1 @@
+"""The practice of training: checkpoints, resumption, crash safety."""

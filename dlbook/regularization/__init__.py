@@ -1,0 +1,1 @@
+"""Regularization and normalization: penalties, dropout, early stopping, batch and layer norm."""
