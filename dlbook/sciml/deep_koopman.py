@@ -463,9 +463,22 @@ def train(model: DeepKoopman, x_train: Tensor, *, steps: int, batch_size: int = 
         cosine: decay the learning rate to zero along a cosine; ``False`` keeps it constant.
         x_val: validation trajectories, evaluated after every epoch.
         device: where to train; default: where the model is.
+
+    Raises:
+        ValueError: trajectories that are not finite or not ``(N, T, n)``, a bad ``steps``, or a
+            batch larger than the training set.
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    for name, x in (("x_train", x_train), ("x_val", x_val)):
+        if x is None:
+            continue
+        if x.ndim != 3 or x.shape[-1] != model.cfg.state_dim:
+            raise ValueError(f"{name} must be trajectories of shape (N, T, {model.cfg.state_dim}), "
+                             f"got {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(f"{name} must be finite, but {bad} of its {x.numel()} entries are NaN or infinite")
     loss = DeepKoopmanLoss(model.cfg)
     loader = DataLoader(TensorDataset(x_train, x_train), batch_size=batch_size, shuffle=True, drop_last=True)
     if len(loader) == 0:

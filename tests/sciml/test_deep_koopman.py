@@ -209,6 +209,11 @@ def test_bad_inputs_give_clear_errors():
         DeepKoopmanConfig(dt=0.0)
     with pytest.raises(ValueError, match="len_time"):
         trajectory_data(SlowManifold(), 5, [0, 0], [1, 1], len_time=1)
+    x = trajectory_data(SlowManifold(), 8, [0, 0], [1, 1], len_time=12)
+    with pytest.raises(ValueError, match="x_train must be finite, but 1 of its"):
+        train(model, torch.where(torch.arange(x.numel()).reshape(x.shape) == 5, torch.nan, x), steps=1, batch_size=4)
+    with pytest.raises(ValueError, match=r"x_val must be trajectories of shape \(N, T, 2\), got \(8, 3\)"):
+        train(model, x, steps=1, batch_size=4, x_val=x[:, :3, 0])
 
 
 def test_mlp_initialisation():
