@@ -1,0 +1,1 @@
+"""Scientific machine learning: simulators, DMD and Koopman operators, physics-informed networks."""
