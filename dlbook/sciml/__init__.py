@@ -1,0 +1,1 @@
+"""Scientific machine learning: physics-informed networks, Koopman operators and their combination."""
