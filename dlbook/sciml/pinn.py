@@ -10,9 +10,9 @@ derivatives in the residual coming from automatic differentiation. For Burgers' 
 with ``lambda_1 = 1`` and ``lambda_2 = 0.01 / pi`` known (*data-driven solution*), or learned
 with the network from scattered noisy samples (*data-driven discovery*, the inverse problem).
 
-The network, the loss, Latin-hypercube collocation (``scipy.stats.qmc``) and the two-stage
-optimizer (Adam, then ``torch.optim.LBFGS`` with a strong-Wolfe line search, as the paper's
-L-BFGS-B) follow the paper's code (github.com/maziarraissi/PINNs). Checked against: the
+The network, the loss, Latin-hypercube collocation (``scipy.stats.qmc``) and the optimizer
+(``torch.optim.LBFGS`` with a strong-Wolfe line search, for the paper's L-BFGS-B, optionally
+after some Adam steps) follow the paper's code (github.com/maziarraissi/PINNs). Checked against: the
 derivatives equal ``torch.func`` Jacobians/Hessians and central finite differences, and the
 residual of exact Burgers solutions is zero to rounding (``tests/sciml/test_pinn.py``); the
 reference solution is :func:`dlbook.sciml.burgers.cole_hopf_sine`.
@@ -37,11 +37,11 @@ from dlbook.train import History
 
 @dataclass
 class PINNConfig:
-    """Network and optimizer settings; the defaults are the paper's (section 3.1.1)."""
+    """Network, data and optimizer settings; the defaults are the paper's forward problem."""
 
     depth: int = 8  # hidden layers
     width: int = 20  # neurons per hidden layer
-    n_u: int = 100  # points with data: initial and boundary values (forward), samples (inverse)
+    n_u: int = 100  # initial and boundary points with data (forward problem)
     n_f: int = 10_000  # collocation points for the residual (forward problem)
     adam_steps: int = 0  # Adam iterations before L-BFGS (the paper used L-BFGS only)
     adam_lr: float = 1e-3  # Adam learning rate
@@ -272,8 +272,10 @@ def train_pinn(model: BurgersPINN, tx_u: torch.Tensor, u: torch.Tensor, tx_f: to
     """Minimize :func:`pinn_loss` with ``cfg.adam_steps`` of Adam, then L-BFGS.
 
     L-BFGS is ``torch.optim.LBFGS`` with the paper's memory (50) and a strong-Wolfe line search;
-    it stops after ``cfg.lbfgs_steps`` iterations or when the loss stops changing at float
-    precision. The whole batch is used at every step (the problem is small and smooth).
+    it stops after ``cfg.lbfgs_steps`` iterations (or ``1.25 *`` as many loss evaluations), or
+    when a step changes the loss by less than 1e-12, which, like the paper's ``ftol`` of machine
+    epsilon, means "run to the iteration limit" in practice. The whole batch is used at every
+    step (the problem is small and smooth).
 
     Args:
         callback: called as ``callback(model)`` every ``every`` steps; its dict of numbers is

@@ -49,6 +49,7 @@ def test_shapes_and_input_scaling():
     torch.testing.assert_close(h, torch.tensor([[-1.0, -1.0], [1.0, 1.0]], dtype=F64))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")  # torch.func's internals
 def test_derivatives_equal_torch_func():
     model = _small_model()
     t, x = _points(32)
