@@ -1,1 +1,1 @@
-"""Scientific machine learning: physics-informed networks, Koopman operators and their combination."""
+"""Scientific machine learning: simulators, DMD and Koopman operators, physics-informed networks."""
