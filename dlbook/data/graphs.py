@@ -65,6 +65,16 @@ PLANETOID = {
 }
 
 
+def quiet_pyg_import() -> None:
+    """Import PyTorch Geometric without the ``torch.jit.script`` deprecation warning it triggers on
+    recent PyTorch (it would be printed into every chapter that loads a graph)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+        import torch_geometric  # noqa: F401
+
+
 def load_planetoid(name: str, *, normalize_features: bool = True):
     """The Cora or CiteSeer graph with the public split, as a PyG ``Data`` object.
 
@@ -77,6 +87,7 @@ def load_planetoid(name: str, *, normalize_features: bool = True):
         ``Data(x, edge_index, y, train_mask, val_mask, test_mask)``, the same graph that
         ``Planetoid(root, name, transform=NormalizeFeatures())`` gives.
     """
+    quiet_pyg_import()
     from torch_geometric.io import read_planetoid_data
     from torch_geometric.transforms import NormalizeFeatures
 
@@ -147,6 +158,8 @@ def read_ppi(folder: str | Path, split: str) -> list:
     """
     import numpy as np
     import torch
+
+    quiet_pyg_import()
     from torch_geometric.data import Data
 
     if split not in PPI_SPLITS:

@@ -10,3 +10,7 @@
 Each layer is checked against PyTorch Geometric (``tests/graphs``). Chapters:
 ``book/graphs/gcn.md`` and ``book/graphs/gat.md``.
 """
+
+from dlbook.data.graphs import quiet_pyg_import
+
+quiet_pyg_import()  # every module here uses PyG's Data; import it once, without its deprecation warning

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dlbook.config import seed_everything
+
 # --- the graph as an edge list ------------------------------------------------------------
 
 
@@ -357,14 +359,17 @@ class TrainConfig:
 
 STOPPING = ("window", "patience", "none")
 
+GCN_PROTOCOL = TrainConfig(lr=0.01, weight_decay=5e-4, epochs=200, stopping="window", patience=10)
+"""Kipf & Welling's training: Adam at 0.01, weight decay 5e-4, at most 200 epochs, window of 10."""
+
 
 @dataclass
 class NodeResult:
     """What :func:`train_node_classifier` measured.
 
     ``test_acc`` and ``val_acc`` belong to the model that was kept (the last one, or the
-    best one under the ``"patience"`` rule); ``history`` holds one value per epoch of
-    ``train_loss``, ``val_loss``, ``val_acc`` and ``test_acc``.
+    best one under the ``"patience"`` rule), which is ``model``; ``history`` holds one value
+    per epoch of ``train_loss``, ``val_loss``, ``val_acc`` and ``test_acc``.
     """
 
     test_acc: float
@@ -372,6 +377,7 @@ class NodeResult:
     epochs: int  # epochs trained
     kept_epoch: int  # the epoch (1-based) whose model was kept and tested
     history: dict[str, list[float]] = field(repr=False)
+    model: nn.Module | None = field(default=None, repr=False, compare=False)  # the kept model, in eval mode
 
 
 def _accuracy(logits: Tensor, y: Tensor) -> float:
@@ -444,5 +450,14 @@ def train_node_classifier(model: nn.Module, data, config: TrainConfig | None = N
     model.eval()
     return NodeResult(
         test_acc=history["test_acc"][kept - 1], val_acc=history["val_acc"][kept - 1],
-        epochs=len(history["val_loss"]), kept_epoch=kept, history=history,
+        epochs=len(history["val_loss"]), kept_epoch=kept, history=history, model=model,
     )
+
+
+def train_seeds(make_model: Callable[[], nn.Module], data, config: TrainConfig, seeds) -> list[NodeResult]:
+    """Train a fresh ``make_model()`` once per seed (seeding everything first); one result per seed."""
+    results = []
+    for seed in seeds:
+        seed_everything(seed)
+        results.append(train_node_classifier(make_model(), data, config))
+    return results

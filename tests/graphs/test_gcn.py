@@ -8,7 +8,7 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm as pyg_gcn_norm
 from dlbook.config import seed_everything
 from dlbook.graphs.gcn import (
     GCN, MLP, GCNConfig, GCNConv, TrainConfig, add_remaining_self_loops, check_edge_index, feature_dropout,
-    gcn_norm, propagate, sparse_features, train_node_classifier,
+    gcn_norm, propagate, sparse_features, train_node_classifier, train_seeds,
 )
 
 
@@ -249,3 +249,13 @@ def test_stopping_rules(cora):
     assert h["val_acc"][k] == max(h["val_acc"][: k + 1]) and h["val_loss"][k] == min(h["val_loss"][: k + 1])
     with pytest.raises(ValueError, match="stopping must be one of"):
         train_node_classifier(GCN(cora.num_features, 7), cora, TrainConfig(stopping="early"))
+
+
+def test_train_seeds_repeats_with_each_seed_and_keeps_the_models(cora):
+    config = TrainConfig(epochs=5, stopping="none")
+    runs = train_seeds(lambda: GCN(cora.num_features, 7), cora, config, [0, 1, 0])
+    assert runs[0].history == runs[2].history and runs[0].history != runs[1].history
+    assert all(not r.model.training for r in runs)
+    with torch.no_grad():
+        acc = (runs[1].model(cora.x, cora.edge_index).argmax(1) == cora.y)[cora.test_mask].float().mean().item()
+    assert acc == runs[1].test_acc
