@@ -3,7 +3,7 @@
 See :mod:`dlbook.data.registry` for the cache (``DLBOOK_DATA``), checksums and offline errors.
 """
 
-from dlbook.data.graphs import load_planetoid
+from dlbook.data.graphs import load_planetoid, load_ppi, read_ppi
 from dlbook.data.images import PHOTOS, load_clothing, load_photo
 from dlbook.data.mnist import ImageSplit, load_mnist, read_idx
 from dlbook.data.registry import REGISTRY, DatasetUnavailable, Entry, catalogue, data_home, fetch, get, usage
@@ -24,6 +24,8 @@ __all__ = [
     "load_mnist",
     "load_photo",
     "load_planetoid",
+    "load_ppi",
     "load_tiny_shakespeare",
     "read_idx",
+    "read_ppi",
 ]

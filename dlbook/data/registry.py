@@ -46,12 +46,17 @@ class RemoteFile:
 
 @dataclass(frozen=True)
 class Archive:
-    """A zip archive whose unpacked folders are checked by a tree hash (see :func:`tree_hash`)."""
+    """A zip archive whose unpacked folders or files are checked by a tree hash (see :func:`tree_hash`).
+
+    ``tree_hash=None`` means the archive's content could not be hashed when it was registered
+    (no copy was at hand); :func:`fetch` then only checks that the ``n_files`` files exist,
+    and the dataset's loader must check the content itself (see ``load_ppi``).
+    """
 
     url: str  # where the zip comes from
-    strip: str  # leading folder inside the zip to drop, e.g. "clothing-dataset-small-master/"
-    members: tuple[str, ...]  # the folders kept from the archive, relative to the entry's folder
-    tree_hash: str  # sha256 over the sorted (path, sha256) of every file under `members`
+    strip: str  # leading folder inside the zip to drop, e.g. "clothing-dataset-small-master/"; "" for none
+    members: tuple[str, ...]  # the folders or files kept from the archive, relative to the entry's folder
+    tree_hash: str | None  # sha256 over the sorted (path, sha256) of every file under `members`; None: unpinned
     n_files: int  # how many files `members` hold
 
 
@@ -161,15 +166,15 @@ def file_ok(path: Path, known_hash: str) -> bool:
 def tree_hash(root: Path, members: tuple[str, ...]) -> tuple[str, int]:
     """A sha256 over the sorted ``(relative path, sha256 of contents)`` of every file under ``members``.
 
+    A member is a folder (every file below it counts) or a single file.
+
     Returns the hex digest and the number of files hashed. A missing, extra, renamed,
     truncated or altered file changes the digest.
     """
     lines = []
     for member in members:
         base = root / member
-        if not base.is_dir():
-            continue
-        for path in base.rglob("*"):
+        for path in [base] if base.is_file() else base.rglob("*") if base.is_dir() else []:
             if path.is_file():
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
                 lines.append(f"{path.relative_to(root).as_posix()}\0{digest}\n")
@@ -205,14 +210,12 @@ def fetch(entry: Entry | str) -> Path:
         raise ValueError(f"{entry.name!r} ships inside the package {entry.package!r}; there is nothing to fetch")
     folder = data_home() / entry.folder
     bad = [f for f in entry.files if not file_ok(folder / f.path, f.hash)]
-    if entry.archive is not None and tree_hash(folder, entry.archive.members)[0] != entry.archive.tree_hash:
-        bad_archive = True
-    else:
-        bad_archive = False
+    bad_archive = entry.archive is not None and not _archive_ok(entry.archive, folder)
     if not bad and not bad_archive:
         return folder
 
-    missing = [f.path for f in bad] + ([f"{m}/..." for m in entry.archive.members] if bad_archive else [])
+    members = entry.archive.members if bad_archive else ()
+    missing = [f.path for f in bad] + [m if Path(m).suffix else f"{m}/..." for m in members]
     if offline():
         raise _unavailable(entry, folder, missing, "files are missing or corrupt and DLBOOK_OFFLINE is set")
     try:
@@ -225,6 +228,14 @@ def fetch(entry: Entry | str) -> Path:
     except ValueError as err:  # pooch: the downloaded file does not match its checksum
         raise _unavailable(entry, folder, missing, f"the download is corrupt ({err})") from err
     return folder
+
+
+def _archive_ok(archive: Archive, folder: Path) -> bool:
+    """Whether the unpacked members in ``folder`` match the archive's tree hash (or, unpinned, its file count)."""
+    digest, n = tree_hash(folder, archive.members)
+    if archive.tree_hash is None:
+        return n == archive.n_files and all((folder / m).exists() for m in archive.members)
+    return digest == archive.tree_hash
 
 
 def _fetch_archive(entry: Entry, folder: Path) -> None:
@@ -250,13 +261,15 @@ def _fetch_archive(entry: Entry, folder: Path) -> None:
                 with zf.open(info) as src, open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst)
         digest, n = tree_hash(unpacked, archive.members)
-        if digest != archive.tree_hash:
+        if archive.tree_hash is None and n != archive.n_files:
+            raise ValueError(f"archive {archive.url} unpacked to {n} of the expected files (expected {archive.n_files})")
+        if archive.tree_hash is not None and digest != archive.tree_hash:
             raise ValueError(
                 f"archive {archive.url} unpacked to {n} files (expected {archive.n_files}) whose tree hash "
                 f"{digest[:12]}… does not match the expected {archive.tree_hash[:12]}…"
             )
         for member in archive.members:
             dest = folder / member
-            if dest.exists():
+            if dest.is_dir():
                 shutil.rmtree(dest)
-            os.replace(unpacked / member, dest)  # same file system: atomic per folder
+            os.replace(unpacked / member, dest)  # same file system: atomic per folder or file

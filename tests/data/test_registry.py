@@ -209,3 +209,34 @@ def test_catalogue_lists_datasets_then_models():
     assert kinds == sorted(kinds, key=lambda k: k != "dataset") and "model" in kinds
     lite = next(r for r in rows if r["name"] == "efficientnet-lite0")
     assert "book/interpretability/gradcam" in lite["chapters"] and lite["licence"]
+
+
+def test_tree_hash_of_file_members(tmp_path):
+    (tmp_path / "a.npy").write_bytes(b"one")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "b.txt").write_bytes(b"two")
+    digest, n = tree_hash(tmp_path, ("a.npy", "d"))
+    assert n == 2
+    (tmp_path / "a.npy").write_bytes(b"on")
+    assert tree_hash(tmp_path, ("a.npy", "d"))[0] != digest  # a changed file changes the hash
+    assert tree_hash(tmp_path, ("missing.npy",))[1] == 0
+
+
+def test_unpinned_archive_of_files_is_checked_by_count(cache, http_server):
+    """An archive registered without a tree hash: its files must all arrive, and a lost one is fetched again."""
+    served, url = http_server
+    (served / "flat.zip").write_bytes(_zip({"x.npy": b"x", "y.json": b"{}", "extra.txt": b"?"}))
+    entry = Entry(
+        name="flat", title="flat files", kind="dataset", description="", size="", licence="",
+        source="https://example.org/flat", loader="none", folder="flat",
+        archive=Archive(url=url + "flat.zip", strip="", members=("x.npy", "y.json"), tree_hash=None, n_files=2),
+    )
+    folder = fetch(entry)
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["x.npy", "y.json"]
+    (folder / "y.json").unlink()
+    fetch(entry)
+    assert (folder / "y.json").read_bytes() == b"{}"
+    short = Entry(**{**entry.__dict__, "name": "flat2", "folder": "flat2",
+                     "archive": Archive(url=url + "flat.zip", strip="", members=("x.npy", "z.npy"), tree_hash=None, n_files=2)})
+    with pytest.raises(DatasetUnavailable, match=r"(?s)1 of the expected files.*z\.npy"):
+        fetch(short)

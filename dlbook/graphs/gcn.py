@@ -1,0 +1,463 @@
+"""Graph convolutional networks (GCN), from scratch on edge lists.
+
+Kipf & Welling (2017), "Semi-Supervised Classification with Graph Convolutional Networks"
+(ICLR), derive the layer
+
+    H' = D̂^{-1/2} Â D̂^{-1/2} H W,    Â = A + I,  D̂_ii = Σ_j Â_ij,
+
+as the first-order approximation of a spectral graph convolution (Hammond et al. 2011;
+Defferrard et al. 2016) followed by the "renormalization trick" (adding self-loops before
+normalizing). This module computes it as message passing on an edge list: gather each
+edge's source features, scale them by the edge's normalized weight, and sum them at the
+edge's target (``index_add_``). Nothing is ever densified, so a graph with millions of edges
+costs memory in proportion to its edges.
+
+Contents, in reading order: checking an ``edge_index`` (:func:`check_edge_index`); self-loops
+and the symmetric normalization (:func:`add_remaining_self_loops`, :func:`gcn_norm`); the sum of
+weighted messages (:func:`propagate`); the layer (:class:`GCNConv`); the two-layer model of
+the paper (:class:`GCN`) and the feature-only baseline (:class:`MLP`); full-batch
+semi-supervised training with the papers' early-stopping rules (:func:`train_node_classifier`).
+
+Checked against: PyTorch Geometric's ``GCNConv`` and ``gcn_norm`` (same weights give the same
+outputs and gradients, ``tests/graphs/test_gcn.py``).
+
+Chapter: ``book/graphs/gcn.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dlbook.config import seed_everything
+
+# --- the graph as an edge list ------------------------------------------------------------
+
+
+def check_edge_index(edge_index: Tensor, num_nodes: int) -> Tensor:
+    """Check that ``edge_index`` is a ``(2, num_edges)`` tensor of node ids in ``[0, num_nodes)``.
+
+    Row 0 holds the source node ``j`` of each edge and row 1 its target ``i``: a message
+    flows from ``edge_index[0, e]`` to ``edge_index[1, e]`` (PyG's ``source_to_target`` flow).
+
+    Returns:
+        ``edge_index`` as ``int64``.
+
+    Raises:
+        TypeError: ``edge_index`` is not a tensor.
+        ValueError: wrong shape, a non-integer dtype, or a node id outside ``[0, num_nodes)``;
+            the message names the offending value.
+    """
+    if not isinstance(edge_index, Tensor):
+        raise TypeError(f"edge_index must be a torch.Tensor of shape (2, num_edges), got {type(edge_index).__name__}")
+    if edge_index.dtype.is_floating_point or edge_index.dtype.is_complex or edge_index.dtype == torch.bool:
+        raise ValueError(f"edge_index must hold integer node ids, got dtype {edge_index.dtype}")
+    if edge_index.dim() != 2 or edge_index.size(0) != 2:
+        hint = " (it looks like (num_edges, 2): pass edge_index.t())" if edge_index.dim() == 2 and edge_index.size(1) == 2 else ""
+        raise ValueError(f"edge_index must have shape (2, num_edges), got {tuple(edge_index.shape)}{hint}")
+    if edge_index.numel() > 0:
+        lo, hi = int(edge_index.min()), int(edge_index.max())
+        if lo < 0 or hi >= num_nodes:
+            bad = lo if lo < 0 else hi
+            raise ValueError(
+                f"edge_index holds node id {bad}, but the graph has num_nodes={num_nodes} "
+                f"(the rows of x); node ids must lie in [0, {num_nodes - 1}]"
+            )
+    return edge_index.long()
+
+
+def add_remaining_self_loops(
+    edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int, fill_value: float = 1.0
+) -> tuple[Tensor, Tensor | None]:
+    """Give every node exactly one self-loop: Â = A + I.
+
+    Existing self-loops are removed from the edge list and put back at the end, one per node,
+    with their weight kept; nodes without one get weight ``fill_value`` (as PyG's function of
+    the same name does).
+
+    Shapes:
+        edge_index: (2, E) -> (2, E' + N), the E' non-loop edges first, then the loops 0..N-1.
+        edge_weight: (E,) or None -> (E' + N,) or None.
+    """
+    src, dst = edge_index
+    keep = src != dst
+    loops = torch.arange(num_nodes, device=edge_index.device).repeat(2, 1)  # (2, N)
+    out_index = torch.cat([edge_index[:, keep], loops], dim=1)
+    if edge_weight is None:
+        return out_index, None
+    loop_weight = edge_weight.new_full((num_nodes,), fill_value)
+    loop_weight[src[~keep]] = edge_weight[~keep]
+    return out_index, torch.cat([edge_weight[keep], loop_weight])
+
+
+def gcn_norm(
+    edge_index: Tensor,
+    num_nodes: int,
+    edge_weight: Tensor | None = None,
+    *,
+    add_self_loops: bool = True,
+    improved: bool = False,
+    dtype: torch.dtype | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The renormalized adjacency D̂^{-1/2} Â D̂^{-1/2} as an edge list with one weight per edge.
+
+    The degree of node ``i`` is the sum of the weights of the edges *into* ``i`` (its row of Â
+    when messages flow ``j -> i``). A node of degree zero (isolated, without self-loops) gets
+    weight 0 instead of ``inf``.
+
+    Args:
+        edge_index: (2, E) source and target node ids.
+        num_nodes: N, the number of nodes.
+        edge_weight: (E,) weights of A; ``None`` means all ones.
+        add_self_loops: use Â = A + I (the renormalization trick); ``False`` normalizes A itself.
+        improved: use Â = A + 2I (the variant Kipf & Welling mention, PyG's ``improved=True``).
+        dtype: dtype of the weights when ``edge_weight`` is ``None``.
+
+    Returns:
+        ``(edge_index, weight)``: the edges of Â (self-loops appended) and their weights
+        ``d̂_j^{-1/2} Â_ij d̂_i^{-1/2}``.
+    """
+    if add_self_loops:
+        edge_index, edge_weight = add_remaining_self_loops(edge_index, edge_weight, num_nodes, 2.0 if improved else 1.0)
+    if edge_weight is None:
+        edge_weight = torch.ones(edge_index.size(1), dtype=dtype, device=edge_index.device)
+    src, dst = edge_index
+    deg = edge_weight.new_zeros(num_nodes).index_add_(0, dst, edge_weight)  # d̂_i = Σ_j Â_ij
+    deg_inv_sqrt = deg.pow(-0.5).masked_fill_(deg == 0, 0.0)
+    return edge_index, deg_inv_sqrt[src] * edge_weight * deg_inv_sqrt[dst]
+
+
+def propagate(x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+    """Sum the (weighted) messages of each node's in-neighbours: ``out_i = Σ_{(j,i)} w_ji x_j``.
+
+    Gathers the source rows (``index_select``), scales them, and adds them into the target
+    rows (``index_add_``). Autograd differentiates both, so the backward pass is the same two
+    operations with source and target swapped.
+
+    Shapes:
+        x: (N, *) node features (any trailing shape, e.g. (N, H, C) for H heads).
+        edge_index: (2, E); edge_weight: (E,) or (E, *) broadcastable against x's trailing shape.
+        output: same shape as x.
+    """
+    src, dst = edge_index
+    messages = x.index_select(0, src)  # (E, *)
+    if edge_weight is not None:
+        messages = messages * edge_weight.view(edge_weight.shape + (1,) * (messages.dim() - edge_weight.dim()))
+    return x.new_zeros(x.shape).index_add_(0, dst, messages)
+
+
+# --- features ------------------------------------------------------------------------------
+
+
+def sparse_features(x: Tensor) -> Tensor:
+    """A node-feature matrix in sparse CSR layout.
+
+    Bag-of-words features are about 1% non-zero (Cora, CiteSeer): the first layer's product
+    ``x @ W`` and its gradient cost a tenth or less in CSR. Every model here accepts either
+    layout.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return x.to_sparse_csr()
+
+
+def feature_dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Dropout on a dense or sparse (COO or CSR) feature matrix.
+
+    For a sparse matrix only the stored values are dropped and rescaled, which is what dense
+    dropout does to it too (a zero stays zero); Kipf & Welling's ``sparse_dropout`` does the
+    same.
+    """
+    if not training or p == 0.0:
+        return x
+    if x.layout == torch.sparse_csr:  # same structure, new values: nothing to check
+        return torch.sparse_csr_tensor(x.crow_indices(), x.col_indices(), F.dropout(x.values(), p), x.shape,
+                                       check_invariants=False)
+    if x.layout == torch.sparse_coo:
+        x = x.coalesce()
+        return torch.sparse_coo_tensor(x.indices(), F.dropout(x.values(), p), x.shape, is_coalesced=True,
+                                       check_invariants=False)
+    return F.dropout(x, p)
+
+
+# --- the layer -----------------------------------------------------------------------------
+
+
+class GCNConv(nn.Module):
+    r"""The graph convolution of Kipf & Welling (2017).
+
+    .. math::
+        X' = \hat D^{-1/2} \hat A \hat D^{-1/2} X W + b, \qquad \hat A = A + I, \quad
+        \hat D_{ii} = \textstyle\sum_j \hat A_{ij},
+
+    or, node by node, :math:`x'_i = \sum_{j \in \mathcal N(i) \cup \{i\}}
+    \frac{1}{\sqrt{\hat d_j \hat d_i}} W^\top x_j + b`. The product with W comes first: it
+    shrinks the features before they travel along the edges.
+
+    Parameters are named as in PyG's ``GCNConv`` (``lin.weight``, ``bias``), so the state dict
+    of one loads into the other.
+
+    Args:
+        in_channels: F, input features per node.
+        out_channels: F', output features per node.
+        improved: Â = A + 2I instead of A + I.
+        add_self_loops: add Â's self-loops (``False``: normalize A as given).
+        normalize: apply the symmetric normalization; ``False`` sums ``edge_weight``-weighted
+            messages as given.
+        bias: learn an additive bias b.
+        cached: compute the normalized edge weights once and reuse them (only for a graph
+            that never changes, as in transductive learning).
+
+    Shapes:
+        x: (N, F), dense or sparse. edge_index: (2, E). edge_weight: (E,) or None.
+        output: (N, F').
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        improved: bool = False,
+        add_self_loops: bool = True,
+        normalize: bool = True,
+        bias: bool = True,
+        cached: bool = False,
+    ):
+        super().__init__()
+        if add_self_loops and not normalize:
+            raise ValueError("add_self_loops=True needs normalize=True (as in PyG's GCNConv)")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.improved, self.add_self_loops, self.normalize, self.cached = improved, add_self_loops, normalize, cached
+        self.lin = nn.Linear(in_channels, out_channels, bias=False)
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self._cache: tuple[Tensor, Tensor] | None = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.lin.weight)  # Glorot & Bengio, as in both papers' code
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        self._cache = None
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+        num_nodes = x.size(0)
+        if self._cache is not None:
+            edge_index, edge_weight = self._cache
+        else:
+            edge_index = check_edge_index(edge_index, num_nodes)
+            if self.normalize:
+                edge_index, edge_weight = gcn_norm(
+                    edge_index, num_nodes, edge_weight,
+                    add_self_loops=self.add_self_loops, improved=self.improved, dtype=self.lin.weight.dtype,
+                )
+                if self.cached:
+                    self._cache = (edge_index, edge_weight)
+        out = propagate(self.lin(x), edge_index, edge_weight)  # (N, F')
+        return out if self.bias is None else out + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, improved={self.improved}, add_self_loops={self.add_self_loops}"
+
+
+# --- models --------------------------------------------------------------------------------
+
+
+@dataclass
+class GCNConfig:
+    """The architecture of Kipf & Welling's GCN (their values are the defaults)."""
+
+    hidden: int = 16  # hidden units per layer
+    num_layers: int = 2  # graph convolutions; 2 reaches each node's 2-hop neighbourhood
+    dropout: float = 0.5  # dropout on the input of every layer
+
+
+Conv = Callable[[int, int], nn.Module]
+
+
+class GCN(nn.Module):
+    r"""Kipf & Welling's model: ``num_layers`` graph convolutions with ReLU between them.
+
+    .. math::
+        Z = \hat{\mathcal A}\, \mathrm{ReLU}(\hat{\mathcal A} X W^{(0)})\, W^{(1)},
+        \qquad \hat{\mathcal A} = \hat D^{-1/2} \hat A \hat D^{-1/2}
+
+    (for two layers), with dropout on the input of each layer; a softmax over Z gives class
+    probabilities.
+
+    Args:
+        in_channels: F, input features per node.
+        out_channels: C, classes.
+        config: hidden width, depth and dropout.
+        conv: builds a layer from ``(in, out)``; PyG's ``GCNConv`` fits too, which gives
+            "the same model with PyG's layer" for comparisons.
+
+    Shapes:
+        x: (N, F), dense or sparse; edge_index: (2, E); output: (N, C) logits.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, config: GCNConfig | None = None, conv: Conv = GCNConv):
+        super().__init__()
+        self.config = config = config or GCNConfig()
+        if config.num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1, got {config.num_layers}")
+        sizes = [in_channels] + [config.hidden] * (config.num_layers - 1) + [out_channels]
+        self.convs = nn.ModuleList(conv(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        for k, conv in enumerate(self.convs):
+            x = conv(feature_dropout(x, self.config.dropout, self.training), edge_index)
+            if k < len(self.convs) - 1:
+                x = F.relu(x)
+        return x
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """Optimizer groups: Kipf & Welling put weight decay on the first layer's weight only."""
+        first = [p for n, p in self.convs[0].named_parameters() if not n.endswith("bias")]
+        rest = [p for p in self.parameters() if all(p is not q for q in first)]
+        return [dict(params=first, weight_decay=weight_decay), dict(params=rest, weight_decay=0.0)]
+
+
+class MLP(GCN):
+    """The same network with every graph convolution replaced by a linear layer: features only.
+
+    It ignores ``edge_index``; it is the baseline that shows what the graph adds.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, config: GCNConfig | None = None):
+        super().__init__(in_channels, out_channels, config, conv=_Linear)
+
+
+class _Linear(nn.Linear):
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels)
+
+    def forward(self, x: Tensor, edge_index: Tensor | None = None) -> Tensor:
+        return super().forward(x)
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """Full-batch semi-supervised training (defaults: Kipf & Welling's GCN protocol)."""
+
+    lr: float = 0.01  # Adam's learning rate
+    weight_decay: float = 5e-4  # L2 penalty on the parameters the model's param_groups names
+    epochs: int = 200  # the most epochs to train
+    stopping: str = "window"  # "window" (Kipf & Welling), "patience" (Velickovic et al.) or "none"
+    patience: int = 10  # "window": its length; "patience": epochs without improvement before stopping
+
+
+STOPPING = ("window", "patience", "none")
+
+GCN_PROTOCOL = TrainConfig(lr=0.01, weight_decay=5e-4, epochs=200, stopping="window", patience=10)
+"""Kipf & Welling's training: Adam at 0.01, weight decay 5e-4, at most 200 epochs, window of 10."""
+
+
+@dataclass
+class NodeResult:
+    """What :func:`train_node_classifier` measured.
+
+    ``test_acc`` and ``val_acc`` belong to the model that was kept (the last one, or the
+    best one under the ``"patience"`` rule), which is ``model``; ``history`` holds one value
+    per epoch of ``train_loss``, ``val_loss``, ``val_acc`` and ``test_acc``.
+    """
+
+    test_acc: float
+    val_acc: float
+    epochs: int  # epochs trained
+    kept_epoch: int  # the epoch (1-based) whose model was kept and tested
+    history: dict[str, list[float]] = field(repr=False)
+    model: nn.Module | None = field(default=None, repr=False, compare=False)  # the kept model, in eval mode
+
+
+def _accuracy(logits: Tensor, y: Tensor) -> float:
+    return (logits.argmax(-1) == y).float().mean().item()
+
+
+def train_node_classifier(model: nn.Module, data, config: TrainConfig | None = None) -> NodeResult:
+    """Train ``model`` on the labelled nodes of one graph, full batch, with Adam.
+
+    Every epoch is one gradient step on the cross-entropy of the training nodes, then an
+    evaluation (dropout off) of the validation and test nodes. Stopping rules:
+
+    * ``"window"`` (Kipf & Welling's code): stop once the validation loss exceeds the mean of
+      the previous ``patience`` epochs'; test the last model.
+    * ``"patience"`` (Velickovic et al.'s code): keep the model of the last epoch at which
+      the validation accuracy and loss were both at least as good as their best so far;
+      stop after ``patience`` epochs in which neither improved; test the kept model.
+    * ``"none"``: train all ``epochs``; test the last model.
+
+    The test nodes never influence training or stopping. Seed before building the model
+    (:func:`dlbook.config.seed_everything`) for a repeatable run.
+
+    Args:
+        model: maps ``(x, edge_index)`` to logits (N, C); its ``param_groups(weight_decay)``
+            says which parameters are decayed (all of them if it has no such method).
+        data: a PyG ``Data`` with ``x``, ``edge_index``, ``y`` and boolean ``train_mask``,
+            ``val_mask``, ``test_mask``, on the model's device.
+        config: learning rate, weight decay, epochs, stopping rule.
+    """
+    config = config or TrainConfig()
+    if config.stopping not in STOPPING:
+        raise ValueError(f"stopping must be one of {', '.join(STOPPING)}, got {config.stopping!r}")
+    groups = (model.param_groups(config.weight_decay) if hasattr(model, "param_groups")
+              else [dict(params=list(model.parameters()), weight_decay=config.weight_decay)])
+    opt = torch.optim.Adam(groups, lr=config.lr)
+    x, edge_index, y = data.x, data.edge_index, data.y
+    history: dict[str, list[float]] = {k: [] for k in ("train_loss", "val_loss", "val_acc", "test_acc")}
+    best_acc, best_loss, kept, kept_state, waited = -math.inf, math.inf, 0, None, 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x, edge_index)[data.train_mask], y[data.train_mask])
+        loss.backward()
+        opt.step()
+        model.eval()
+        with torch.no_grad():
+            out = model(x, edge_index)
+        val_loss = F.cross_entropy(out[data.val_mask], y[data.val_mask]).item()
+        val_acc = _accuracy(out[data.val_mask], y[data.val_mask])
+        for k, v in (("train_loss", loss.item()), ("val_loss", val_loss), ("val_acc", val_acc),
+                     ("test_acc", _accuracy(out[data.test_mask], y[data.test_mask]))):
+            history[k].append(v)
+        kept = epoch
+        if config.stopping == "window":
+            past = history["val_loss"][-config.patience - 1:-1]
+            if epoch > config.patience + 1 and val_loss > sum(past) / len(past):
+                break
+        elif config.stopping == "patience":
+            if val_acc >= best_acc or val_loss <= best_loss:
+                if val_acc >= best_acc and val_loss <= best_loss:
+                    kept_state = (epoch, copy.deepcopy(model.state_dict()))
+                best_acc, best_loss, waited = max(best_acc, val_acc), min(best_loss, val_loss), 0
+            else:
+                waited += 1
+                if waited == config.patience:
+                    break
+    if config.stopping == "patience" and kept_state is not None:
+        kept = kept_state[0]
+        model.load_state_dict(kept_state[1])
+    model.eval()
+    return NodeResult(
+        test_acc=history["test_acc"][kept - 1], val_acc=history["val_acc"][kept - 1],
+        epochs=len(history["val_loss"]), kept_epoch=kept, history=history, model=model,
+    )
+
+
+def train_seeds(make_model: Callable[[], nn.Module], data, config: TrainConfig, seeds) -> list[NodeResult]:
+    """Train a fresh ``make_model()`` once per seed (seeding everything first); one result per seed."""
+    results = []
+    for seed in seeds:
+        seed_everything(seed)
+        results.append(train_node_classifier(make_model(), data, config))
+    return results
