@@ -252,7 +252,7 @@ def _fetch_archive(entry: Entry, folder: Path) -> None:
                 if not name.startswith(archive.strip) or info.is_dir():
                     continue
                 rel = name[len(archive.strip):]
-                if not rel.split("/", 1)[0] in archive.members:
+                if rel.split("/", 1)[0] not in archive.members:
                     continue
                 target = (unpacked / rel).resolve()
                 if unpacked.resolve() not in target.parents:  # zip-slip guard

@@ -166,7 +166,7 @@ class DeepMLP(nn.Module):
     .. math::
 
         h_0 = W_0 x + b_0, \qquad h_l = [h_{l-1} +]\; W_l\, \phi(N(h_{l-1})) + b_l, \qquad
-        	ext{logits} = W_{L+1}\, \phi(N(h_L)) + b_{L+1}.
+        \text{logits} = W_{L+1}\, \phi(N(h_L)) + b_{L+1}.
 
     Every linear layer is initialized by the chosen scheme, biases at zero: ``"he"`` uses
     :func:`kaiming_normal_` for the activation, ``"xavier"`` uses :func:`xavier_normal_` with

@@ -9,7 +9,7 @@ from torch_geometric.utils import softmax as pyg_softmax
 
 from dlbook.config import seed_everything
 from dlbook.graphs.gat import (
-    GAT, GATConfig, GATConv, GATv2Conv, InductiveGAT, InductiveGATConfig, InductiveGCN, InductiveTrainConfig,
+    GAT, GATConv, GATv2Conv, InductiveGAT, InductiveGATConfig, InductiveGCN, InductiveTrainConfig,
     attention_entropy, collate, micro_f1, segment_softmax, train_inductive,
 )
 from dlbook.graphs.gcn import MLP, GCNConfig, sparse_features

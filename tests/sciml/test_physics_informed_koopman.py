@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dlbook.sciml.burgers import heat_mode_solution, periodic_grid, random_initial_conditions, solve_periodic
+from dlbook.sciml.burgers import heat_mode_solution, periodic_grid
 from dlbook.sciml.physics_informed_koopman import (
     KoopmanAutoencoder, KoopmanConfig, burgers_residual, burgers_trajectories, data_size_sweep, koopman_losses,
     latent_residual, precondition, prediction_error, spectral_derivatives, train_koopman,
@@ -16,14 +16,6 @@ from dlbook.sciml.physics_informed_koopman import (
 
 F64 = torch.float64
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks gain nothing from intra-op threads, and lose badly when cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _model(dtype=F64, **kw):

@@ -17,14 +17,6 @@ from dlbook.sciml.pinn import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Networks of width 20 gain nothing from intra-op threads, and lose badly when cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _points(n=64, seed=0, dtype=F64):
     g = torch.Generator().manual_seed(seed)
