@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dlbook.graphs.gcn import GCNConv, TrainConfig, check_edge_index, feature_dropout, propagate
+from dlbook.graphs.gcn import GCNConv, PatienceStop, TrainConfig, check_edge_index, feature_dropout, propagate
 
 # --- softmax over neighbourhoods -------------------------------------------------------------
 
@@ -443,7 +443,7 @@ def train_inductive(model: nn.Module, train: Sequence, val: Sequence, test: Sequ
     device = next(model.parameters()).device
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history: dict[str, list[float]] = {k: [] for k in ("train_loss", "val_loss", "val_f1", "test_f1")}
-    best_f1, best_loss, waited, kept = -math.inf, math.inf, 0, None
+    stopper, kept = PatienceStop(config.patience), None
     for epoch in range(1, config.epochs + 1):
         model.train()
         order = torch.randperm(len(train)).tolist()
@@ -459,14 +459,11 @@ def train_inductive(model: nn.Module, train: Sequence, val: Sequence, test: Sequ
         for k, v in (("train_loss", total / count), ("val_loss", val_loss), ("val_f1", val_f1),
                      ("test_f1", evaluate_multilabel(model, test, device)[1])):
             history[k].append(v)
-        if val_f1 >= best_f1 or val_loss <= best_loss:
-            if val_f1 >= best_f1 and val_loss <= best_loss:
-                kept = (epoch, copy.deepcopy(model.state_dict()))
-            best_f1, best_loss, waited = max(best_f1, val_f1), min(best_loss, val_loss), 0
-        else:
-            waited += 1
-            if waited == config.patience:
-                break
+        keep, stop = stopper.update(val_f1, val_loss)
+        if keep:
+            kept = (epoch, copy.deepcopy(model.state_dict()))
+        if stop:
+            break
     epoch_kept = kept[0] if kept is not None else len(history["val_f1"])
     if kept is not None:
         model.load_state_dict(kept[1])

@@ -380,6 +380,28 @@ class NodeResult:
     model: nn.Module | None = field(default=None, repr=False, compare=False)  # the kept model, in eval mode
 
 
+class PatienceStop:
+    """Velickovic et al.'s stopping rule, shared by the transductive and inductive trainers.
+
+    Call :meth:`update` once per epoch with the validation score (higher is better) and loss.
+    It says whether to keep this epoch's model (score and loss both at least as good as their
+    best so far) and whether to stop (``patience`` epochs in a row in which neither improved).
+    """
+
+    def __init__(self, patience: int):
+        self.patience, self.best_score, self.best_loss, self.waited = patience, -math.inf, math.inf, 0
+
+    def update(self, score: float, loss: float) -> tuple[bool, bool]:
+        """Returns ``(keep, stop)`` for this epoch."""
+        if score >= self.best_score or loss <= self.best_loss:
+            keep = score >= self.best_score and loss <= self.best_loss
+            self.best_score, self.best_loss = max(self.best_score, score), min(self.best_loss, loss)
+            self.waited = 0
+            return keep, False
+        self.waited += 1
+        return False, self.waited == self.patience
+
+
 def _accuracy(logits: Tensor, y: Tensor) -> float:
     return (logits.argmax(-1) == y).float().mean().item()
 
@@ -415,7 +437,7 @@ def train_node_classifier(model: nn.Module, data, config: TrainConfig | None = N
     opt = torch.optim.Adam(groups, lr=config.lr)
     x, edge_index, y = data.x, data.edge_index, data.y
     history: dict[str, list[float]] = {k: [] for k in ("train_loss", "val_loss", "val_acc", "test_acc")}
-    best_acc, best_loss, kept, kept_state, waited = -math.inf, math.inf, 0, None, 0
+    stopper, kept, kept_state = PatienceStop(config.patience), 0, None
     for epoch in range(1, config.epochs + 1):
         model.train()
         opt.zero_grad(set_to_none=True)
@@ -436,14 +458,11 @@ def train_node_classifier(model: nn.Module, data, config: TrainConfig | None = N
             if epoch > config.patience + 1 and val_loss > sum(past) / len(past):
                 break
         elif config.stopping == "patience":
-            if val_acc >= best_acc or val_loss <= best_loss:
-                if val_acc >= best_acc and val_loss <= best_loss:
-                    kept_state = (epoch, copy.deepcopy(model.state_dict()))
-                best_acc, best_loss, waited = max(best_acc, val_acc), min(best_loss, val_loss), 0
-            else:
-                waited += 1
-                if waited == config.patience:
-                    break
+            keep, stop = stopper.update(val_acc, val_loss)
+            if keep:
+                kept_state = (epoch, copy.deepcopy(model.state_dict()))
+            if stop:
+                break
     if config.stopping == "patience" and kept_state is not None:
         kept = kept_state[0]
         model.load_state_dict(kept_state[1])

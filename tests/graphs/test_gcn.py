@@ -7,7 +7,7 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm as pyg_gcn_norm
 
 from dlbook.config import seed_everything
 from dlbook.graphs.gcn import (
-    GCN, MLP, GCNConfig, GCNConv, TrainConfig, add_remaining_self_loops, check_edge_index, feature_dropout,
+    GCN, MLP, GCNConfig, GCNConv, PatienceStop, TrainConfig, add_remaining_self_loops, check_edge_index, feature_dropout,
     gcn_norm, propagate, sparse_features, train_node_classifier, train_seeds,
 )
 
@@ -249,6 +249,17 @@ def test_stopping_rules(cora):
     assert h["val_acc"][k] == max(h["val_acc"][: k + 1]) and h["val_loss"][k] == min(h["val_loss"][: k + 1])
     with pytest.raises(ValueError, match="stopping must be one of"):
         train_node_classifier(GCN(cora.num_features, 7), cora, TrainConfig(stopping="early"))
+
+
+def test_patience_stop_keeps_epochs_good_on_both_and_stops_after_patience_flat_epochs():
+    stop = PatienceStop(patience=2)
+    # (score, loss) -> (keep, stop): both best -> keep; one best -> reset, not kept; neither -> count
+    steps = [((0.5, 1.0), (True, False)), ((0.6, 1.1), (False, False)), ((0.6, 0.9), (True, False)),
+             ((0.4, 1.5), (False, False)), ((0.55, 0.95), (False, True))]
+    assert [stop.update(*args) for args, _ in steps] == [want for _, want in steps]
+    again = PatienceStop(patience=2)
+    assert [again.update(*a) for a in [(0.5, 1.0), (0.4, 2.0), (0.7, 2.0), (0.1, 3.0), (0.1, 3.0)]] == [
+        (True, False), (False, False), (False, False), (False, False), (False, True)]  # an improvement resets the count
 
 
 def test_train_seeds_repeats_with_each_seed_and_keeps_the_models(cora):
