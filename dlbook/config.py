@@ -83,14 +83,21 @@ class Settings(Mapping):
         return f"Profile {self._profile!r}: {body}"
 
     def _repr_markdown_(self) -> str:
-        rows = "\n".join(f"| `{k}` | `{v!r}` |" for k, v in self._values.items())
+        rows = "\n".join(
+            f"| `{k}` | `{v!r}` |" for k, v in self._values.items()
+        )
         return (
             f"**Profile `{self._profile}`** (set `DLBOOK_PROFILE` to change it)\n\n"
             f"| setting | value |\n|---|---|\n{rows}\n"
         )
 
 
-def settings(*, quick: Mapping[str, Any], full: Mapping[str, Any], profile: str | None = None) -> Settings:
+def settings(
+    *,
+    quick: Mapping[str, Any],
+    full: Mapping[str, Any],
+    profile: str | None = None,
+) -> Settings:
     """Pick a chapter's settings for the active profile.
 
     Args:
@@ -103,7 +110,9 @@ def settings(*, quick: Mapping[str, Any], full: Mapping[str, Any], profile: str 
     """
     chosen = globals()["profile"]() if profile is None else profile
     if chosen not in PROFILES:
-        raise ValueError(f"profile={chosen!r} is not a profile; expected one of: {', '.join(PROFILES)}")
+        raise ValueError(
+            f"profile={chosen!r} is not a profile; expected one of: {', '.join(PROFILES)}"
+        )
     missing_full = sorted(set(quick) - set(full))
     missing_quick = sorted(set(full) - set(quick))
     if missing_full or missing_quick:
@@ -125,19 +134,32 @@ def device(prefer: str | None = None) -> torch.device:
         ValueError: if the requested device is not a device name.
         RuntimeError: if CUDA is requested and not available.
     """
-    choice = prefer if prefer is not None else os.environ.get("DLBOOK_DEVICE") or None
+    choice = (
+        prefer
+        if prefer is not None
+        else os.environ.get("DLBOOK_DEVICE") or None
+    )
     if choice is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(choice)
     except RuntimeError as err:
-        raise ValueError(f"device {choice!r} is not a device name; expected 'cpu', 'cuda' or 'cuda:N'") from err
+        raise ValueError(
+            f"device {choice!r} is not a device name; expected 'cpu', 'cuda' or 'cuda:N'"
+        ) from err
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {choice!r} was requested but CUDA is not available on this machine")
+        raise RuntimeError(
+            f"device {choice!r} was requested but CUDA is not available on this machine"
+        )
     return dev
 
 
-def seed_everything(seed: int, *, deterministic: bool | None = None, tensorflow: bool | None = None) -> None:
+def seed_everything(
+    seed: int,
+    *,
+    deterministic: bool | None = None,
+    tensorflow: bool | None = None,
+) -> None:
     """Seed Python, NumPy, PyTorch and (when it is in use) TensorFlow.
 
     Args:
@@ -149,7 +171,11 @@ def seed_everything(seed: int, *, deterministic: bool | None = None, tensorflow:
         tensorflow: seed TensorFlow too. ``None`` seeds it only if it is already imported,
             which avoids loading TensorFlow into chapters that never use it.
     """
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+    if (
+        not isinstance(seed, (int, np.integer))
+        or isinstance(seed, bool)
+        or seed < 0
+    ):
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     seed = int(seed)
     random.seed(seed)
@@ -170,7 +196,9 @@ def seed_everything(seed: int, *, deterministic: bool | None = None, tensorflow:
     if tensorflow or (tensorflow is None and "tensorflow" in sys.modules):
         import tensorflow as tf
 
-        tf.keras.utils.set_random_seed(seed)  # seeds Python, NumPy and TF in one call
+        tf.keras.utils.set_random_seed(
+            seed
+        )  # seeds Python, NumPy and TF in one call
         if deterministic:
             tf.config.experimental.enable_op_determinism()
 
@@ -191,7 +219,11 @@ def interactive() -> bool:
 def describe() -> dict[str, str]:
     """Where the code is running: profile, device, library versions. Shown on the status page."""
     dev = device()
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
+    name = (
+        torch.cuda.get_device_name(dev)
+        if dev.type == "cuda"
+        else (platform.processor() or platform.machine())
+    )
     return {
         "profile": profile(),
         "device": f"{dev.type} ({name})",

@@ -27,7 +27,7 @@ from pathlib import Path
 
 INSTALL_TAG = "dlbook-install"
 
-INSTALL_CELL = '''\
+INSTALL_CELL = """\
 # Install dlbook, pinned to the commit this notebook was built from. Runs only where dlbook is
 # missing (e.g. Colab); on Binder, in a clone of the repository and in the book build it does nothing.
 import importlib.util, subprocess, sys
@@ -35,7 +35,7 @@ DLBOOK = "dlbook[book] @ git+{repo}.git@{commit}"
 if importlib.util.find_spec("dlbook") is None:
     subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", DLBOOK])
 else:
-    print("dlbook is already installed; skipping the install cell")'''
+    print("dlbook is already installed; skipping the install cell")"""
 
 
 def repository(config_path: str | Path = "_config.yml") -> str:
@@ -45,15 +45,24 @@ def repository(config_path: str | Path = "_config.yml") -> str:
     config = yaml.safe_load(Path(config_path).read_text())
     url = (config.get("repository") or {}).get("url", "").rstrip("/")
     if not url.startswith("https://github.com/"):
-        raise ValueError(f"repository.url in {config_path} must be a https://github.com/ URL, got {url!r}")
+        raise ValueError(
+            f"repository.url in {config_path} must be a https://github.com/ URL, got {url!r}"
+        )
     return url
 
 
 def current_commit(root: str | Path = ".") -> str:
     """The commit being built: ``$GITHUB_SHA`` in a workflow, else ``git rev-parse HEAD``."""
-    sha = os.environ.get("GITHUB_SHA") or subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-    ).stdout.strip()
+    sha = (
+        os.environ.get("GITHUB_SHA")
+        or subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     if len(sha) != 40 or any(c not in "0123456789abcdef" for c in sha):
         raise ValueError(f"not a full commit hash: {sha!r}")
     return sha
@@ -70,14 +79,23 @@ def colab_notebook(source: str | Path, repo: str, commit: str):
     import nbformat
 
     if not is_notebook(source):
-        raise ValueError(f"{source} is not a MyST notebook (no jupytext front matter)")
+        raise ValueError(
+            f"{source} is not a MyST notebook (no jupytext front matter)"
+        )
     nb = jupytext.read(source)
-    cell = nbformat.v4.new_code_cell(INSTALL_CELL.format(repo=repo, commit=commit))
+    cell = nbformat.v4.new_code_cell(
+        INSTALL_CELL.format(repo=repo, commit=commit)
+    )
     cell.metadata["tags"] = [INSTALL_TAG]
     nb.cells.insert(0, cell)
-    nb.metadata.pop("jupytext", None)  # a plain notebook: no pairing with a text file
+    nb.metadata.pop(
+        "jupytext", None
+    )  # a plain notebook: no pairing with a text file
     nb.metadata["colab"] = {"provenance": []}
-    nb.metadata["dlbook"] = {"source": Path(source).as_posix(), "commit": commit}
+    nb.metadata["dlbook"] = {
+        "source": Path(source).as_posix(),
+        "commit": commit,
+    }
     return nb
 
 
@@ -92,10 +110,19 @@ def toc_chapters(root: str | Path = ".") -> list[Path]:
         for ch in part.get("chapters", []):
             files.append(ch["file"])
             files += [s["file"] for s in ch.get("sections", [])]
-    return [root / f"{f}.md" for f in files if (root / f"{f}.md").is_file() and is_notebook(root / f"{f}.md")]
+    return [
+        root / f"{f}.md"
+        for f in files
+        if (root / f"{f}.md").is_file() and is_notebook(root / f"{f}.md")
+    ]
 
 
-def write_notebooks(out: str | Path, root: str | Path = ".", repo: str | None = None, commit: str | None = None) -> list[Path]:
+def write_notebooks(
+    out: str | Path,
+    root: str | Path = ".",
+    repo: str | None = None,
+    commit: str | None = None,
+) -> list[Path]:
     """Write the Colab notebook of every chapter under ``out``, mirroring the sources' paths."""
     import nbformat
 
@@ -112,10 +139,21 @@ def write_notebooks(out: str | Path, root: str | Path = ".", repo: str | None = 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="Write the Colab/Binder notebook of every chapter.")
-    ap.add_argument("--out", type=Path, required=True, help="folder to write book/<part>/<chapter>.ipynb into")
-    ap.add_argument("--root", type=Path, default=Path("."), help="the repository root")
-    ap.add_argument("--commit", help="commit to pin (default: $GITHUB_SHA or HEAD)")
+    ap = argparse.ArgumentParser(
+        description="Write the Colab/Binder notebook of every chapter."
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="folder to write book/<part>/<chapter>.ipynb into",
+    )
+    ap.add_argument(
+        "--root", type=Path, default=Path("."), help="the repository root"
+    )
+    ap.add_argument(
+        "--commit", help="commit to pin (default: $GITHUB_SHA or HEAD)"
+    )
     args = ap.parse_args()
     for path in write_notebooks(args.out, args.root, commit=args.commit):
         print(path)

@@ -18,7 +18,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+PALETTE = (
+    "#0072B2",
+    "#D55E00",
+    "#009E73",
+    "#CC79A7",
+    "#E69F00",
+    "#56B4E9",
+    "#F0E442",
+    "#000000",
+)
 """Okabe & Ito's colour-blind-safe palette."""
 
 STYLE = {
@@ -57,7 +66,14 @@ def _as_image(image) -> np.ndarray:
     return image
 
 
-def plot_history(history, keys: Sequence[str] | None = None, *, ax=None, title: str | None = None, logy: bool = False):
+def plot_history(
+    history,
+    keys: Sequence[str] | None = None,
+    *,
+    ax=None,
+    title: str | None = None,
+    logy: bool = False,
+):
     """Training curves: one line per metric in ``keys`` (default: every loss in the history).
 
     Args:
@@ -66,14 +82,26 @@ def plot_history(history, keys: Sequence[str] | None = None, *, ax=None, title: 
         ax: draw on this ``Axes``; default: a new figure.
     """
     metrics = getattr(history, "metrics", history)
-    keys = list(keys) if keys is not None else [k for k in metrics if k.endswith("loss")]
+    keys = (
+        list(keys)
+        if keys is not None
+        else [k for k in metrics if k.endswith("loss")]
+    )
     missing = [k for k in keys if k not in metrics]
     if missing:
-        raise KeyError(f"history has no {missing}; it holds: {', '.join(metrics)}")
+        raise KeyError(
+            f"history has no {missing}; it holds: {', '.join(metrics)}"
+        )
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots()
     for key in keys:
         values = metrics[key]
-        ax.plot(range(1, len(values) + 1), values, marker="o" if len(values) <= 20 else None, ms=3, label=key)
+        ax.plot(
+            range(1, len(values) + 1),
+            values,
+            marker="o" if len(values) <= 20 else None,
+            ms=3,
+            label=key,
+        )
     ax.set_xlabel("epoch")
     if logy:
         ax.set_yscale("log")
@@ -83,7 +111,14 @@ def plot_history(history, keys: Sequence[str] | None = None, *, ax=None, title: 
     return fig
 
 
-def image_grid(images, titles: Sequence[str] | None = None, *, ncols: int = 8, size: float = 1.6, cmap: str = "gray"):
+def image_grid(
+    images,
+    titles: Sequence[str] | None = None,
+    *,
+    ncols: int = 8,
+    size: float = 1.6,
+    cmap: str = "gray",
+):
     """Images in a grid with optional titles; tensors ``(C, H, W)`` or arrays ``(H, W[, C])``."""
     images = list(images)
     if not images:
@@ -92,7 +127,12 @@ def image_grid(images, titles: Sequence[str] | None = None, *, ncols: int = 8, s
         raise ValueError(f"got {len(titles)} titles for {len(images)} images")
     ncols = min(ncols, len(images))
     nrows = -(-len(images) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.3 * nrows if titles else 0)), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(size * ncols, size * nrows + (0.3 * nrows if titles else 0)),
+        squeeze=False,
+    )
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < len(images):
@@ -103,7 +143,9 @@ def image_grid(images, titles: Sequence[str] | None = None, *, ncols: int = 8, s
     return fig
 
 
-def overlay(image, heatmap, *, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+def overlay(
+    image, heatmap, *, alpha: float = 0.5, cmap: str = "jet"
+) -> np.ndarray:
     """Blend ``heatmap`` (``(H, W)``, values in [0, 1]) onto ``image`` and return RGB in [0, 1].
 
     The heat map is coloured with ``cmap`` and mixed as ``(1 - alpha) * image + alpha * colour``.
@@ -111,12 +153,16 @@ def overlay(image, heatmap, *, alpha: float = 0.5, cmap: str = "jet") -> np.ndar
     image = _as_image(image).astype(np.float32)
     if image.max() > 1.0:
         image = image / 255.0
-    image = np.clip(image, 0.0, 1.0)  # resampled images overshoot [0, 1] slightly
+    image = np.clip(
+        image, 0.0, 1.0
+    )  # resampled images overshoot [0, 1] slightly
     if image.ndim == 2:
         image = np.stack([image] * 3, axis=-1)
     heat = _as_image(heatmap).astype(np.float32)
     if heat.shape != image.shape[:2]:
-        raise ValueError(f"heatmap shape {heat.shape} does not match image shape {image.shape[:2]}")
+        raise ValueError(
+            f"heatmap shape {heat.shape} does not match image shape {image.shape[:2]}"
+        )
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     colour = plt.get_cmap(cmap)(np.clip(heat, 0.0, 1.0))[..., :3]

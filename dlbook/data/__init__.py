@@ -6,7 +6,16 @@ See :mod:`dlbook.data.registry` for the cache (``DLBOOK_DATA``), checksums and o
 from dlbook.data.graphs import load_planetoid, load_ppi, read_ppi
 from dlbook.data.images import PHOTOS, load_clothing, load_photo
 from dlbook.data.mnist import ImageSplit, load_mnist, read_idx
-from dlbook.data.registry import REGISTRY, DatasetUnavailable, Entry, catalogue, data_home, fetch, get, usage
+from dlbook.data.registry import (
+    REGISTRY,
+    DatasetUnavailable,
+    Entry,
+    catalogue,
+    data_home,
+    fetch,
+    get,
+    usage,
+)
 from dlbook.data.text import load_tiny_shakespeare
 
 __all__ = [

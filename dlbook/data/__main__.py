@@ -12,7 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dlbook.data.registry import REGISTRY, DatasetUnavailable, data_home, fetch, file_ok, tree_hash
+from dlbook.data.registry import (
+    REGISTRY,
+    DatasetUnavailable,
+    data_home,
+    fetch,
+    file_ok,
+    tree_hash,
+)
 
 
 def _present(entry) -> str:
@@ -21,7 +28,11 @@ def _present(entry) -> str:
     folder = data_home() / entry.folder
     ok = all(file_ok(folder / f.path, f.hash) for f in entry.files)
     if entry.archive is not None:
-        ok = ok and tree_hash(folder, entry.archive.members)[0] == entry.archive.tree_hash
+        ok = (
+            ok
+            and tree_hash(folder, entry.archive.members)[0]
+            == entry.archive.tree_hash
+        )
     return "in the cache" if ok else "not downloaded"
 
 
@@ -29,15 +40,24 @@ def main(argv: list[str] | None = None) -> int:
     import dlbook.data  # noqa: F401  (registers every dataset)
     import dlbook.pretrained  # noqa: F401
 
-    ap = argparse.ArgumentParser(prog="python -m dlbook.data", description=__doc__.split("\n")[0])
-    ap.add_argument("--fetch", nargs="*", metavar="NAME", help="download these datasets (default: all)")
+    ap = argparse.ArgumentParser(
+        prog="python -m dlbook.data", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument(
+        "--fetch",
+        nargs="*",
+        metavar="NAME",
+        help="download these datasets (default: all)",
+    )
     args = ap.parse_args(argv)
     print(f"data cache: {data_home()}")
     if args.fetch is None:
         for e in sorted(REGISTRY.values(), key=lambda e: e.name):
             print(f"  {e.name:<20}{e.kind:<9}{e.size:<48}{_present(e)}")
         return 0
-    names = args.fetch or [e.name for e in REGISTRY.values() if e.folder is not None]
+    names = args.fetch or [
+        e.name for e in REGISTRY.values() if e.folder is not None
+    ]
     failed = 0
     for name in names:
         try:

@@ -15,7 +15,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dlbook.data.registry import Archive, DatasetUnavailable, Entry, RemoteFile, fetch, register
+from dlbook.data.registry import (
+    Archive,
+    DatasetUnavailable,
+    Entry,
+    RemoteFile,
+    fetch,
+    register,
+)
 
 _URL = "https://github.com/kimiyoung/planetoid/raw/master/data/"  # PyG Planetoid.url
 _PARTS = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
@@ -42,26 +49,35 @@ _SHA256 = {
     ),
 }
 _NAMES = {"cora": "Cora", "citeseer": "CiteSeer"}
-_SIZES = {"cora": "2,708 nodes, 10,556 edges, 7 classes, 0.6 MB", "citeseer": "3,327 nodes, 9,104 edges, 6 classes, 1.0 MB"}
+_SIZES = {
+    "cora": "2,708 nodes, 10,556 edges, 7 classes, 0.6 MB",
+    "citeseer": "3,327 nodes, 9,104 edges, 6 classes, 1.0 MB",
+}
 
 PLANETOID = {
-    key: register(Entry(
-        name=key,
-        title=f"{name} citation graph (Planetoid split)",
-        kind="dataset",
-        description=f"{name}: papers as nodes with bag-of-words features, citations as edges, the public Planetoid split.",
-        size=_SIZES[key],
-        licence="as distributed with Planetoid (research use)",
-        source="https://github.com/kimiyoung/planetoid",
-        loader="dlbook.data.load_planetoid",
-        folder=f"Planetoid/{name}/raw",
-        files=tuple(
-            RemoteFile(f"ind.{key}.{part}", f"{_URL}ind.{key}.{part}", "sha256:" + digest)
-            for part, digest in zip(_PARTS, _SHA256[key])
-        ),
-        citation="yang2016revisiting",
-        keyword=key,
-    ))
+    key: register(
+        Entry(
+            name=key,
+            title=f"{name} citation graph (Planetoid split)",
+            kind="dataset",
+            description=f"{name}: papers as nodes with bag-of-words features, citations as edges, the public Planetoid split.",
+            size=_SIZES[key],
+            licence="as distributed with Planetoid (research use)",
+            source="https://github.com/kimiyoung/planetoid",
+            loader="dlbook.data.load_planetoid",
+            folder=f"Planetoid/{name}/raw",
+            files=tuple(
+                RemoteFile(
+                    f"ind.{key}.{part}",
+                    f"{_URL}ind.{key}.{part}",
+                    "sha256:" + digest,
+                )
+                for part, digest in zip(_PARTS, _SHA256[key])
+            ),
+            citation="yang2016revisiting",
+            keyword=key,
+        )
+    )
     for key, name in _NAMES.items()
 }
 
@@ -72,7 +88,9 @@ def quiet_pyg_import() -> None:
     import warnings
 
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message=r".*torch\.jit\.script.*", category=FutureWarning
+        )
         import torch_geometric  # noqa: F401
 
 
@@ -94,7 +112,9 @@ def load_planetoid(name: str, *, normalize_features: bool = True):
 
     key = str(name).lower()
     if key not in PLANETOID:
-        raise ValueError(f"name must be one of {', '.join(_NAMES.values())}, got {name!r}")
+        raise ValueError(
+            f"name must be one of {', '.join(_NAMES.values())}, got {name!r}"
+        )
     folder = fetch(PLANETOID[key])
     data = read_planetoid_data(str(folder), key)
     return NormalizeFeatures()(data) if normalize_features else data
@@ -102,39 +122,55 @@ def load_planetoid(name: str, *, normalize_features: bool = True):
 
 # --- PPI -------------------------------------------------------------------------------------
 
-PPI_SPLITS = {"train": "train", "val": "valid", "test": "test"}  # our name -> the files' prefix
+PPI_SPLITS = {
+    "train": "train",
+    "val": "valid",
+    "test": "test",
+}  # our name -> the files' prefix
 _PPI_PARTS = ("feats.npy", "graph_id.npy", "graph.json", "labels.npy")
 # (graphs, nodes) per split, 50 features and 121 labels per node, as the GAT paper and PyG's PPI
 # docs state. The split's edges (1,226,368 / 198,920 / 161,976 directed, without self-loops)
 # are not checked: only the training count is confirmed by a second source (PyG's statistics).
-PPI_SHAPE = {"train": (20, 44906), "val": (2, 6514), "test": (2, 5524), "features": 50, "labels": 121}
+PPI_SHAPE = {
+    "train": (20, 44906),
+    "val": (2, 6514),
+    "test": (2, 5524),
+    "features": 50,
+    "labels": 121,
+}
 
-PPI = register(Entry(
-    name="ppi",
-    title="Protein-protein interaction graphs (PPI)",
-    kind="dataset",
-    description="24 graphs of interacting human proteins, one per tissue, with 50 features (gene sets) and "
-                "121 gene-ontology labels per protein; 20 graphs to train, 2 to validate, 2 to test.",
-    size="24 graphs, 56,944 nodes, 1,587,264 directed edges",
-    licence="as distributed with GraphSAGE and DGL (research use)",
-    source="https://snap.stanford.edu/graphsage/",
-    loader="dlbook.data.load_ppi",
-    folder="PPI/raw",
-    # The archive could not be downloaded where this entry was written, so its tree hash is not
-    # pinned (tree_hash=None): fetch() checks that the 12 files are there, and load_ppi checks
-    # what they hold (graphs, nodes, feature and label widths per split) before returning
-    # anything. A third-party provenance report records sha256 1f5b2b09ac0f897fa6aa1338c64ab75a
-    # 5473674cbba89380120bede8cddb2a6a for ppi.zip; pin the tree hash once a copy is verified.
-    archive=Archive(
-        url="https://data.dgl.ai/dataset/ppi.zip",  # PyG PPI.url
-        strip="",
-        members=tuple(f"{prefix}_{part}" for prefix in PPI_SPLITS.values() for part in _PPI_PARTS),
-        tree_hash=None,
-        n_files=12,
-    ),
-    profiles=("full",),
-    citation="zitnik2017predicting",
-))
+PPI = register(
+    Entry(
+        name="ppi",
+        title="Protein-protein interaction graphs (PPI)",
+        kind="dataset",
+        description="24 graphs of interacting human proteins, one per tissue, with 50 features (gene sets) and "
+        "121 gene-ontology labels per protein; 20 graphs to train, 2 to validate, 2 to test.",
+        size="24 graphs, 56,944 nodes, 1,587,264 directed edges",
+        licence="as distributed with GraphSAGE and DGL (research use)",
+        source="https://snap.stanford.edu/graphsage/",
+        loader="dlbook.data.load_ppi",
+        folder="PPI/raw",
+        # The archive could not be downloaded where this entry was written, so its tree hash is not
+        # pinned (tree_hash=None): fetch() checks that the 12 files are there, and load_ppi checks
+        # what they hold (graphs, nodes, feature and label widths per split) before returning
+        # anything. A third-party provenance report records sha256 1f5b2b09ac0f897fa6aa1338c64ab75a
+        # 5473674cbba89380120bede8cddb2a6a for ppi.zip; pin the tree hash once a copy is verified.
+        archive=Archive(
+            url="https://data.dgl.ai/dataset/ppi.zip",  # PyG PPI.url
+            strip="",
+            members=tuple(
+                f"{prefix}_{part}"
+                for prefix in PPI_SPLITS.values()
+                for part in _PPI_PARTS
+            ),
+            tree_hash=None,
+            n_files=12,
+        ),
+        profiles=("full",),
+        citation="zitnik2017predicting",
+    )
+)
 
 
 def read_ppi(folder: str | Path, split: str) -> list:
@@ -164,11 +200,15 @@ def read_ppi(folder: str | Path, split: str) -> list:
     from torch_geometric.data import Data
 
     if split not in PPI_SPLITS:
-        raise ValueError(f"split must be one of {', '.join(PPI_SPLITS)}, got {split!r}")
+        raise ValueError(
+            f"split must be one of {', '.join(PPI_SPLITS)}, got {split!r}"
+        )
     folder, prefix = Path(folder), PPI_SPLITS[split]
     x = torch.from_numpy(np.load(folder / f"{prefix}_feats.npy")).float()
     y = torch.from_numpy(np.load(folder / f"{prefix}_labels.npy")).float()
-    graph_id = torch.from_numpy(np.load(folder / f"{prefix}_graph_id.npy")).long()
+    graph_id = torch.from_numpy(
+        np.load(folder / f"{prefix}_graph_id.npy")
+    ).long()
     with open(folder / f"{prefix}_graph.json") as f:
         graph = json.load(f)
     links = graph["links"]
@@ -176,25 +216,42 @@ def read_ppi(folder: str | Path, split: str) -> list:
     dst = torch.tensor([link["target"] for link in links], dtype=torch.long)
     n = len(x)
     if not (len(y) == len(graph_id) == n):
-        raise ValueError(f"{folder}: {prefix} has {n} feature rows, {len(y)} label rows and {len(graph_id)} graph ids")
-    if len(src) and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= n):
-        raise ValueError(f"{folder}/{prefix}_graph.json links nodes outside the {n} rows of {prefix}_feats.npy")
+        raise ValueError(
+            f"{folder}: {prefix} has {n} feature rows, {len(y)} label rows and {len(graph_id)} graph ids"
+        )
+    if len(src) and (
+        min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= n
+    ):
+        raise ValueError(
+            f"{folder}/{prefix}_graph.json links nodes outside the {n} rows of {prefix}_feats.npy"
+        )
     if not graph.get("directed", False):
         src, dst = torch.cat([src, dst]), torch.cat([dst, src])
     keep = src != dst
     key = torch.unique(src[keep] * n + dst[keep])  # sorted, without duplicates
     src, dst = key // n, key % n
     graph_id = graph_id - graph_id.min()
-    first = torch.zeros(int(graph_id.max()) + 1, dtype=torch.long).scatter_reduce(
-        0, graph_id, torch.arange(n), "amin", include_self=False)
-    local = torch.arange(n) - first[graph_id]  # each node's number within its graph (graphs are contiguous)
-    same = graph_id[src] == graph_id[dst]  # PyG keeps only edges inside a graph (subgraph per graph id)
+    first = torch.zeros(
+        int(graph_id.max()) + 1, dtype=torch.long
+    ).scatter_reduce(0, graph_id, torch.arange(n), "amin", include_self=False)
+    local = (
+        torch.arange(n) - first[graph_id]
+    )  # each node's number within its graph (graphs are contiguous)
+    same = (
+        graph_id[src] == graph_id[dst]
+    )  # PyG keeps only edges inside a graph (subgraph per graph id)
     src, dst = src[same], dst[same]
     graphs = []
     for g in range(int(graph_id.max()) + 1):
         nodes = graph_id == g
         edges = graph_id[src] == g
-        graphs.append(Data(x=x[nodes], edge_index=torch.stack([local[src[edges]], local[dst[edges]]]), y=y[nodes]))
+        graphs.append(
+            Data(
+                x=x[nodes],
+                edge_index=torch.stack([local[src[edges]], local[dst[edges]]]),
+                y=y[nodes],
+            )
+        )
     return graphs
 
 
@@ -214,12 +271,24 @@ def load_ppi(split: str = "train") -> list:
             hold the PPI benchmark.
     """
     if split not in PPI_SPLITS:
-        raise ValueError(f"split must be one of {', '.join(PPI_SPLITS)}, got {split!r}")
+        raise ValueError(
+            f"split must be one of {', '.join(PPI_SPLITS)}, got {split!r}"
+        )
     folder = fetch(PPI)
     graphs = read_ppi(folder, split)
     want_graphs, want_nodes = PPI_SHAPE[split]
-    got = (len(graphs), sum(g.num_nodes for g in graphs), graphs[0].x.size(1), graphs[0].y.size(1))
-    want = (want_graphs, want_nodes, PPI_SHAPE["features"], PPI_SHAPE["labels"])
+    got = (
+        len(graphs),
+        sum(g.num_nodes for g in graphs),
+        graphs[0].x.size(1),
+        graphs[0].y.size(1),
+    )
+    want = (
+        want_graphs,
+        want_nodes,
+        PPI_SHAPE["features"],
+        PPI_SHAPE["labels"],
+    )
     if got != want:
         raise DatasetUnavailable(
             f"dataset 'ppi' in {folder} is not the PPI benchmark: split {split!r} has (graphs, nodes, features, "

@@ -15,25 +15,27 @@ import numpy as np
 
 from dlbook.data.registry import Archive, Entry, fetch, register
 
-CLOTHING = register(Entry(
-    name="clothing-small",
-    title="Clothing dataset (small)",
-    kind="dataset",
-    description="3,781 photos of clothes in 10 classes (t-shirt, shoes, pants, ...), split into train/validation/test.",
-    size="3,781 images, 109 MB",
-    licence="CC0 1.0",
-    source="https://github.com/alexeygrigorev/clothing-dataset-small",
-    loader="dlbook.data.load_clothing",
-    folder="clothing-dataset-small",
-    archive=Archive(
-        url="https://github.com/alexeygrigorev/clothing-dataset-small/archive/refs/heads/master.zip",
-        strip="clothing-dataset-small-master/",
-        members=("train", "validation", "test"),
-        tree_hash="297dce0c2b9b4e3533abd57bbad296ae5ed3f93712356f067ca5739ca915bef5",
-        n_files=3781,
-    ),
-    citation="grigorev2020clothing",
-))
+CLOTHING = register(
+    Entry(
+        name="clothing-small",
+        title="Clothing dataset (small)",
+        kind="dataset",
+        description="3,781 photos of clothes in 10 classes (t-shirt, shoes, pants, ...), split into train/validation/test.",
+        size="3,781 images, 109 MB",
+        licence="CC0 1.0",
+        source="https://github.com/alexeygrigorev/clothing-dataset-small",
+        loader="dlbook.data.load_clothing",
+        folder="clothing-dataset-small",
+        archive=Archive(
+            url="https://github.com/alexeygrigorev/clothing-dataset-small/archive/refs/heads/master.zip",
+            strip="clothing-dataset-small-master/",
+            members=("train", "validation", "test"),
+            tree_hash="297dce0c2b9b4e3533abd57bbad296ae5ed3f93712356f067ca5739ca915bef5",
+            n_files=3781,
+        ),
+        citation="grigorev2020clothing",
+    )
+)
 
 SPLITS = ("train", "validation", "test")
 
@@ -48,7 +50,9 @@ def load_clothing(split: str = "train", transform: Callable | None = None):
     from torchvision.datasets import ImageFolder
 
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        raise ValueError(
+            f"split must be one of {', '.join(SPLITS)}, got {split!r}"
+        )
     return ImageFolder(fetch(CLOTHING) / split, transform=transform)
 
 
@@ -74,7 +78,15 @@ def _sklearn(filename: str) -> Callable[[], np.ndarray]:
     return load
 
 
-for _name in ("chelsea", "coffee", "astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "retina"):
+for _name in (
+    "chelsea",
+    "coffee",
+    "astronaut",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+):
     _PHOTOS[_name] = ("scikit-image", _skimage(_name))
 for _name in ("china", "flower"):
     _PHOTOS[_name] = ("scikit-learn", _sklearn(f"{_name}.jpg"))
@@ -82,22 +94,28 @@ for _name in ("china", "flower"):
 PHOTOS = tuple(_PHOTOS)
 """The names :func:`load_photo` accepts."""
 
-register(Entry(
-    name="photos",
-    title="Sample photographs (scikit-image, scikit-learn)",
-    kind="dataset",
-    description="Real photographs shipped inside the packages: " + ", ".join(PHOTOS) + ".",
-    size=f"{len(PHOTOS)} images, a few MB",
-    licence="public domain or CC0/CC BY (see each package's data licence)",
-    source="https://scikit-image.org/docs/stable/api/skimage.data.html",
-    loader="dlbook.data.load_photo",
-    package="scikit-image, scikit-learn",
-))
+register(
+    Entry(
+        name="photos",
+        title="Sample photographs (scikit-image, scikit-learn)",
+        kind="dataset",
+        description="Real photographs shipped inside the packages: "
+        + ", ".join(PHOTOS)
+        + ".",
+        size=f"{len(PHOTOS)} images, a few MB",
+        licence="public domain or CC0/CC BY (see each package's data licence)",
+        source="https://scikit-image.org/docs/stable/api/skimage.data.html",
+        loader="dlbook.data.load_photo",
+        package="scikit-image, scikit-learn",
+    )
+)
 
 
 def load_photo(name: str) -> np.ndarray:
     """A real photograph shipped inside scikit-image or scikit-learn, as ``(H, W, 3)`` uint8 RGB."""
     if name not in _PHOTOS:
-        raise ValueError(f"no photo named {name!r}; expected one of: {', '.join(PHOTOS)}")
+        raise ValueError(
+            f"no photo named {name!r}; expected one of: {', '.join(PHOTOS)}"
+        )
     image = np.asarray(_PHOTOS[name][1]())
     return np.ascontiguousarray(image[..., :3])

@@ -55,8 +55,12 @@ class Archive:
 
     url: str  # where the zip comes from
     strip: str  # leading folder inside the zip to drop, e.g. "clothing-dataset-small-master/"; "" for none
-    members: tuple[str, ...]  # the folders or files kept from the archive, relative to the entry's folder
-    tree_hash: str | None  # sha256 over the sorted (path, sha256) of every file under `members`; None: unpinned
+    members: tuple[
+        str, ...
+    ]  # the folders or files kept from the archive, relative to the entry's folder
+    tree_hash: (
+        str | None
+    )  # sha256 over the sorted (path, sha256) of every file under `members`; None: unpinned
     n_files: int  # how many files `members` hold
 
 
@@ -72,13 +76,17 @@ class Entry:
     licence: str
     source: str  # homepage or paper of the data
     loader: str  # the dlbook function a chapter calls, e.g. "dlbook.data.load_planetoid"
-    folder: str | None = None  # folder in the data cache; None when it ships inside a package
+    folder: str | None = (
+        None  # folder in the data cache; None when it ships inside a package
+    )
     files: tuple[RemoteFile, ...] = ()
     archive: Archive | None = None
     package: str | None = None  # PyPI package that carries the data, if any
     profiles: tuple[str, ...] = ("quick", "full")  # the profiles that use it
     citation: str | None = None  # key in book/references.bib
-    keyword: str | None = None  # where entries share a loader: the word a chapter must also contain
+    keyword: str | None = (
+        None  # where entries share a loader: the word a chapter must also contain
+    )
     notes: str = field(default="", compare=False)
 
 
@@ -88,9 +96,13 @@ REGISTRY: dict[str, Entry] = {}
 def register(entry: Entry) -> Entry:
     """Add an entry to the registry; names are unique."""
     if entry.name in REGISTRY and REGISTRY[entry.name] != entry:
-        raise ValueError(f"registry already holds a different entry named {entry.name!r}")
+        raise ValueError(
+            f"registry already holds a different entry named {entry.name!r}"
+        )
     if entry.kind not in ("dataset", "model"):
-        raise ValueError(f"entry {entry.name!r}: kind must be 'dataset' or 'model', got {entry.kind!r}")
+        raise ValueError(
+            f"entry {entry.name!r}: kind must be 'dataset' or 'model', got {entry.kind!r}"
+        )
     REGISTRY[entry.name] = entry
     return entry
 
@@ -100,7 +112,9 @@ def get(name: str) -> Entry:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise KeyError(f"no dataset or model named {name!r}; the registry holds: {', '.join(sorted(REGISTRY))}") from None
+        raise KeyError(
+            f"no dataset or model named {name!r}; the registry holds: {', '.join(sorted(REGISTRY))}"
+        ) from None
 
 
 def usage(book: str | Path) -> dict[str, list[str]]:
@@ -111,14 +125,21 @@ def usage(book: str | Path) -> dict[str, list[str]]:
     import re
 
     book = Path(book).resolve()
-    chapters = {p: p.read_text(encoding="utf-8") for p in sorted(book.rglob("*.md")) if "_build" not in p.parts}
+    chapters = {
+        p: p.read_text(encoding="utf-8")
+        for p in sorted(book.rglob("*.md"))
+        if "_build" not in p.parts
+    }
     out: dict[str, list[str]] = {}
     for entry in REGISTRY.values():
         call = re.compile(rf"\b{re.escape(entry.loader.rsplit('.', 1)[-1])}\(")
         out[entry.name] = [
             p.relative_to(book.parent).with_suffix("").as_posix()
             for p, text in chapters.items()
-            if call.search(text) and (entry.keyword is None or entry.keyword.lower() in text.lower())
+            if call.search(text)
+            and (
+                entry.keyword is None or entry.keyword.lower() in text.lower()
+            )
         ]
     return out
 
@@ -134,20 +155,36 @@ def catalogue(book: str | Path | None = None) -> list[dict[str, str]]:
 
     if book is None:
         book = Path(dlbook.__file__).resolve().parents[1] / "book"
-    used = usage(book) if Path(book).is_dir() else {name: [] for name in REGISTRY}
+    used = (
+        usage(book) if Path(book).is_dir() else {name: [] for name in REGISTRY}
+    )
     rows = []
-    for e in sorted(REGISTRY.values(), key=lambda e: (e.kind != "dataset", e.title.lower())):
-        rows.append({
-            "name": e.name, "kind": e.kind, "title": e.title, "size": e.size, "licence": e.licence,
-            "source": e.source, "package": e.package or "", "profiles": ", ".join(e.profiles),
-            "loader": e.loader, "chapters": used[e.name], "description": e.description,
-        })
+    for e in sorted(
+        REGISTRY.values(), key=lambda e: (e.kind != "dataset", e.title.lower())
+    ):
+        rows.append(
+            {
+                "name": e.name,
+                "kind": e.kind,
+                "title": e.title,
+                "size": e.size,
+                "licence": e.licence,
+                "source": e.source,
+                "package": e.package or "",
+                "profiles": ", ".join(e.profiles),
+                "loader": e.loader,
+                "chapters": used[e.name],
+                "description": e.description,
+            }
+        )
     return rows
 
 
 def data_home() -> Path:
     """The data cache: ``$DLBOOK_DATA``, or ``~/.cache/dlbook``."""
-    return Path(os.environ.get("DLBOOK_DATA") or Path.home() / ".cache" / "dlbook").expanduser()
+    return Path(
+        os.environ.get("DLBOOK_DATA") or Path.home() / ".cache" / "dlbook"
+    ).expanduser()
 
 
 def offline() -> bool:
@@ -174,15 +211,25 @@ def tree_hash(root: Path, members: tuple[str, ...]) -> tuple[str, int]:
     lines = []
     for member in members:
         base = root / member
-        for path in [base] if base.is_file() else base.rglob("*") if base.is_dir() else []:
+        for path in (
+            [base]
+            if base.is_file()
+            else base.rglob("*")
+            if base.is_dir()
+            else []
+        ):
             if path.is_file():
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
-                lines.append(f"{path.relative_to(root).as_posix()}\0{digest}\n")
+                lines.append(
+                    f"{path.relative_to(root).as_posix()}\0{digest}\n"
+                )
     lines.sort()
     return hashlib.sha256("".join(lines).encode()).hexdigest(), len(lines)
 
 
-def _unavailable(entry: Entry, folder: Path, missing: list[str], reason: str) -> DatasetUnavailable:
+def _unavailable(
+    entry: Entry, folder: Path, missing: list[str], reason: str
+) -> DatasetUnavailable:
     listing = "\n".join(f"  {folder / m}" for m in missing)
     return DatasetUnavailable(
         f"dataset {entry.name!r} ({entry.title}) is not available: {reason}.\n"
@@ -195,7 +242,13 @@ def _unavailable(entry: Entry, folder: Path, missing: list[str], reason: str) ->
 def _download(url: str, known_hash: str | None, dest: Path) -> None:
     """Download ``url`` to ``dest`` through pooch (checksum, temporary file, atomic rename)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    pooch.retrieve(url, known_hash=known_hash, fname=dest.name, path=dest.parent, progressbar=interactive())
+    pooch.retrieve(
+        url,
+        known_hash=known_hash,
+        fname=dest.name,
+        path=dest.parent,
+        progressbar=interactive(),
+    )
 
 
 def fetch(entry: Entry | str) -> Path:
@@ -207,26 +260,46 @@ def fetch(entry: Entry | str) -> Path:
     """
     entry = get(entry) if isinstance(entry, str) else entry
     if entry.folder is None:
-        raise ValueError(f"{entry.name!r} ships inside the package {entry.package!r}; there is nothing to fetch")
+        raise ValueError(
+            f"{entry.name!r} ships inside the package {entry.package!r}; there is nothing to fetch"
+        )
     folder = data_home() / entry.folder
     bad = [f for f in entry.files if not file_ok(folder / f.path, f.hash)]
-    bad_archive = entry.archive is not None and not _archive_ok(entry.archive, folder)
+    bad_archive = entry.archive is not None and not _archive_ok(
+        entry.archive, folder
+    )
     if not bad and not bad_archive:
         return folder
 
     members = entry.archive.members if bad_archive else ()
-    missing = [f.path for f in bad] + [m if Path(m).suffix else f"{m}/..." for m in members]
+    missing = [f.path for f in bad] + [
+        m if Path(m).suffix else f"{m}/..." for m in members
+    ]
     if offline():
-        raise _unavailable(entry, folder, missing, "files are missing or corrupt and DLBOOK_OFFLINE is set")
+        raise _unavailable(
+            entry,
+            folder,
+            missing,
+            "files are missing or corrupt and DLBOOK_OFFLINE is set",
+        )
     try:
         for f in bad:
             _download(f.url, f.hash, folder / f.path)
         if bad_archive:
             _fetch_archive(entry, folder)
     except (requests.exceptions.RequestException, OSError) as err:
-        raise _unavailable(entry, folder, missing, f"the download failed ({type(err).__name__}: {err})") from err
-    except ValueError as err:  # pooch: the downloaded file does not match its checksum
-        raise _unavailable(entry, folder, missing, f"the download is corrupt ({err})") from err
+        raise _unavailable(
+            entry,
+            folder,
+            missing,
+            f"the download failed ({type(err).__name__}: {err})",
+        ) from err
+    except (
+        ValueError
+    ) as err:  # pooch: the downloaded file does not match its checksum
+        raise _unavailable(
+            entry, folder, missing, f"the download is corrupt ({err})"
+        ) from err
     return folder
 
 
@@ -234,7 +307,9 @@ def _archive_ok(archive: Archive, folder: Path) -> bool:
     """Whether the unpacked members in ``folder`` match the archive's tree hash (or, unpinned, its file count)."""
     digest, n = tree_hash(folder, archive.members)
     if archive.tree_hash is None:
-        return n == archive.n_files and all((folder / m).exists() for m in archive.members)
+        return n == archive.n_files and all(
+            (folder / m).exists() for m in archive.members
+        )
     return digest == archive.tree_hash
 
 
@@ -244,25 +319,31 @@ def _fetch_archive(entry: Entry, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
         zpath = Path(tmp) / "archive.zip"
-        _download(archive.url, None, zpath)  # checked below by the tree hash of its contents
+        _download(
+            archive.url, None, zpath
+        )  # checked below by the tree hash of its contents
         unpacked = Path(tmp) / "unpacked"
         with zipfile.ZipFile(zpath) as zf:
             for info in zf.infolist():
                 name = info.filename
                 if not name.startswith(archive.strip) or info.is_dir():
                     continue
-                rel = name[len(archive.strip):]
+                rel = name[len(archive.strip) :]
                 if rel.split("/", 1)[0] not in archive.members:
                     continue
                 target = (unpacked / rel).resolve()
                 if unpacked.resolve() not in target.parents:  # zip-slip guard
-                    raise ValueError(f"archive member {name!r} escapes the target folder")
+                    raise ValueError(
+                        f"archive member {name!r} escapes the target folder"
+                    )
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst)
         digest, n = tree_hash(unpacked, archive.members)
         if archive.tree_hash is None and n != archive.n_files:
-            raise ValueError(f"archive {archive.url} unpacked to {n} of the expected files (expected {archive.n_files})")
+            raise ValueError(
+                f"archive {archive.url} unpacked to {n} of the expected files (expected {archive.n_files})"
+            )
         if archive.tree_hash is not None and digest != archive.tree_hash:
             raise ValueError(
                 f"archive {archive.url} unpacked to {n} files (expected {archive.n_files}) whose tree hash "
@@ -272,4 +353,6 @@ def _fetch_archive(entry: Entry, folder: Path) -> None:
             dest = folder / member
             if dest.is_dir():
                 shutil.rmtree(dest)
-            os.replace(unpacked / member, dest)  # same file system: atomic per folder or file
+            os.replace(
+                unpacked / member, dest
+            )  # same file system: atomic per folder or file

@@ -71,9 +71,19 @@ class Tensor:
 
     __array_priority__ = 1000  # ndarray + Tensor defers to Tensor.__radd__
 
-    def __init__(self, data, requires_grad: bool = False, _parents: tuple[Tensor, ...] = (), _op: str = ""):
+    def __init__(
+        self,
+        data,
+        requires_grad: bool = False,
+        _parents: tuple[Tensor, ...] = (),
+        _op: str = "",
+    ):
         data = np.asarray(data)
-        self.data = data if np.issubdtype(data.dtype, np.floating) else data.astype(np.float64)
+        self.data = (
+            data
+            if np.issubdtype(data.dtype, np.floating)
+            else data.astype(np.float64)
+        )
         self.grad: np.ndarray | None = None
         self.requires_grad = requires_grad
         self._parents = _parents
@@ -108,11 +118,21 @@ class Tensor:
     def _lift(other) -> Tensor:
         return other if isinstance(other, Tensor) else Tensor(other)
 
-    def _result(self, data: np.ndarray, parents: tuple[Tensor, ...], op: str,
-                backward: Callable[[np.ndarray], None]) -> Tensor:
+    def _result(
+        self,
+        data: np.ndarray,
+        parents: tuple[Tensor, ...],
+        op: str,
+        backward: Callable[[np.ndarray], None],
+    ) -> Tensor:
         """A new node; its backward function is kept only if some parent needs a gradient."""
         needs = any(p.requires_grad for p in parents)
-        out = Tensor(data, requires_grad=needs, _parents=parents if needs else (), _op=op)
+        out = Tensor(
+            data,
+            requires_grad=needs,
+            _parents=parents if needs else (),
+            _op=op,
+        )
         if needs:
             out._backward = backward
         return out
@@ -126,7 +146,9 @@ class Tensor:
             self._accumulate(_unbroadcast(g, self.shape))
             other._accumulate(_unbroadcast(g, other.shape))
 
-        return self._result(self.data + other.data, (self, other), "add", backward)
+        return self._result(
+            self.data + other.data, (self, other), "add", backward
+        )
 
     def __mul__(self, other) -> Tensor:
         other = self._lift(other)
@@ -135,11 +157,15 @@ class Tensor:
             self._accumulate(_unbroadcast(g * other.data, self.shape))
             other._accumulate(_unbroadcast(g * self.data, other.shape))
 
-        return self._result(self.data * other.data, (self, other), "mul", backward)
+        return self._result(
+            self.data * other.data, (self, other), "mul", backward
+        )
 
     def __pow__(self, exponent: float) -> Tensor:
         if not isinstance(exponent, (int, float)):
-            raise TypeError(f"exponent must be a number, got {type(exponent).__name__}")
+            raise TypeError(
+                f"exponent must be a number, got {type(exponent).__name__}"
+            )
 
         def backward(g):
             self._accumulate(g * exponent * self.data ** (exponent - 1))
@@ -171,15 +197,21 @@ class Tensor:
         """Matrix product of two 2-D tensors: (n, k) @ (k, m) -> (n, m)."""
         other = self._lift(other)
         if self.ndim != 2 or other.ndim != 2:
-            raise ValueError(f"matmul takes two 2-D tensors, got shapes {self.shape} and {other.shape}")
+            raise ValueError(
+                f"matmul takes two 2-D tensors, got shapes {self.shape} and {other.shape}"
+            )
 
-        def backward(g):  # Y = A B:  dA = dY B^T,  dB = A^T dY (each product only if it is needed)
+        def backward(
+            g,
+        ):  # Y = A B:  dA = dY B^T,  dB = A^T dY (each product only if it is needed)
             if self.requires_grad:
                 self._accumulate(g @ other.data.T)
             if other.requires_grad:
                 other._accumulate(self.data.T @ g)
 
-        return self._result(self.data @ other.data, (self, other), "matmul", backward)
+        return self._result(
+            self.data @ other.data, (self, other), "matmul", backward
+        )
 
     # -- reductions and shapes --
 
@@ -189,7 +221,12 @@ class Tensor:
                 g = np.expand_dims(g, axis)
             self._accumulate(np.broadcast_to(g, self.shape))
 
-        return self._result(self.data.sum(axis=axis, keepdims=keepdims), (self,), "sum", backward)
+        return self._result(
+            self.data.sum(axis=axis, keepdims=keepdims),
+            (self,),
+            "sum",
+            backward,
+        )
 
     def mean(self, axis: int | None = None, keepdims: bool = False) -> Tensor:
         n = self.data.size if axis is None else self.shape[axis]
@@ -199,7 +236,9 @@ class Tensor:
         def backward(g):
             self._accumulate(g.reshape(self.shape))
 
-        return self._result(self.data.reshape(*shape), (self,), "reshape", backward)
+        return self._result(
+            self.data.reshape(*shape), (self,), "reshape", backward
+        )
 
     @property
     def T(self) -> Tensor:
@@ -212,23 +251,42 @@ class Tensor:
 
     def exp(self) -> Tensor:
         y = np.exp(self.data)
-        return self._result(y, (self,), "exp", lambda g: self._accumulate(g * y))
+        return self._result(
+            y, (self,), "exp", lambda g: self._accumulate(g * y)
+        )
 
     def log(self) -> Tensor:
-        return self._result(np.log(self.data), (self,), "log", lambda g: self._accumulate(g / self.data))
+        return self._result(
+            np.log(self.data),
+            (self,),
+            "log",
+            lambda g: self._accumulate(g / self.data),
+        )
 
     def tanh(self) -> Tensor:
         y = np.tanh(self.data)
-        return self._result(y, (self,), "tanh", lambda g: self._accumulate(g * (1 - y * y)))
+        return self._result(
+            y, (self,), "tanh", lambda g: self._accumulate(g * (1 - y * y))
+        )
 
     def sigmoid(self) -> Tensor:
-        y = 0.5 * (1 + np.tanh(0.5 * self.data))  # = 1 / (1 + exp(-x)), without overflow
-        return self._result(y, (self,), "sigmoid", lambda g: self._accumulate(g * y * (1 - y)))
+        y = 0.5 * (
+            1 + np.tanh(0.5 * self.data)
+        )  # = 1 / (1 + exp(-x)), without overflow
+        return self._result(
+            y, (self,), "sigmoid", lambda g: self._accumulate(g * y * (1 - y))
+        )
 
     def relu(self) -> Tensor:
-        active = self.data > 0  # the derivative at 0 is taken to be 0, as in PyTorch
-        return self._result(np.where(active, self.data, 0.0).astype(self.data.dtype), (self,), "relu",
-                            lambda g: self._accumulate(g * active))
+        active = (
+            self.data > 0
+        )  # the derivative at 0 is taken to be 0, as in PyTorch
+        return self._result(
+            np.where(active, self.data, 0.0).astype(self.data.dtype),
+            (self,),
+            "relu",
+            lambda g: self._accumulate(g * active),
+        )
 
     def log_softmax(self, axis: int = -1) -> Tensor:
         """:math:`z - \\log\\sum_j e^{z_j}`; its vector-Jacobian product is :math:`\\bar y - \\mathrm{softmax}(z) \\sum_j \\bar y_j`."""
@@ -253,17 +311,25 @@ class Tensor:
             ValueError: for a non-scalar without ``grad``, or a tensor that needs no gradient.
         """
         if not self.requires_grad:
-            raise ValueError("backward() on a tensor that does not require a gradient: no input had requires_grad=True")
+            raise ValueError(
+                "backward() on a tensor that does not require a gradient: no input had requires_grad=True"
+            )
         if grad is None:
             if self.data.size != 1:
-                raise ValueError(f"backward() without grad needs a scalar, got shape {self.shape}")
+                raise ValueError(
+                    f"backward() without grad needs a scalar, got shape {self.shape}"
+                )
             grad = np.ones_like(self.data)
         grad = np.asarray(grad, dtype=self.data.dtype)
         if grad.shape != self.shape:
-            raise ValueError(f"grad has shape {grad.shape}, expected {self.shape}")
+            raise ValueError(
+                f"grad has shape {grad.shape}, expected {self.shape}"
+            )
         order = topological_order(self)
         self._accumulate(grad)
-        for node in reversed(order):  # every node after all the nodes that use it
+        for node in reversed(
+            order
+        ):  # every node after all the nodes that use it
             if node.grad is not None:
                 node._backward(node.grad)
 
@@ -292,10 +358,16 @@ def cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
     """
     targets = np.asarray(targets)
     if logits.ndim != 2 or targets.shape != (logits.shape[0],):
-        raise ValueError(f"cross_entropy needs logits (n, K) and targets (n,), got {logits.shape} and {targets.shape}")
+        raise ValueError(
+            f"cross_entropy needs logits (n, K) and targets (n,), got {logits.shape} and {targets.shape}"
+        )
     if targets.min() < 0 or targets.max() >= logits.shape[1]:
-        raise ValueError(f"targets must lie in [0, {logits.shape[1]}), got range [{targets.min()}, {targets.max()}]")
-    one_hot = np.eye(logits.shape[1], dtype=logits.data.dtype)[targets]  # (n, K)
+        raise ValueError(
+            f"targets must lie in [0, {logits.shape[1]}), got range [{targets.min()}, {targets.max()}]"
+        )
+    one_hot = np.eye(logits.shape[1], dtype=logits.data.dtype)[
+        targets
+    ]  # (n, K)
     return -(logits.log_softmax(axis=1) * one_hot).sum(axis=1).mean()
 
 
@@ -324,23 +396,45 @@ class MLP:
         input: (B, sizes[0]); output: (B, sizes[-1]).
     """
 
-    def __init__(self, sizes: Sequence[int], activation: str = "relu", seed: int = 0, dtype=np.float64):
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        activation: str = "relu",
+        seed: int = 0,
+        dtype=np.float64,
+    ):
         if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
-            raise ValueError(f"sizes must list at least two positive widths (input, ..., output), got {tuple(sizes)}")
+            raise ValueError(
+                f"sizes must list at least two positive widths (input, ..., output), got {tuple(sizes)}"
+            )
         if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
+            raise ValueError(
+                f"activation must be one of {_ACTIVATIONS}, got {activation!r}"
+            )
         self.sizes, self.activation = tuple(int(s) for s in sizes), activation
         rng = np.random.default_rng(seed)
         self.params: list[Tensor] = []
         for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
             bound = 1 / np.sqrt(n_in)
-            self.params.append(Tensor(rng.uniform(-bound, bound, (n_in, n_out)).astype(dtype), requires_grad=True))
-            self.params.append(Tensor(rng.uniform(-bound, bound, n_out).astype(dtype), requires_grad=True))
+            self.params.append(
+                Tensor(
+                    rng.uniform(-bound, bound, (n_in, n_out)).astype(dtype),
+                    requires_grad=True,
+                )
+            )
+            self.params.append(
+                Tensor(
+                    rng.uniform(-bound, bound, n_out).astype(dtype),
+                    requires_grad=True,
+                )
+            )
 
     def __call__(self, x) -> Tensor:
         h = Tensor(x) if not isinstance(x, Tensor) else x
         if h.ndim != 2 or h.shape[1] != self.sizes[0]:
-            raise ValueError(f"input must have shape (B, {self.sizes[0]}), got {h.shape}")
+            raise ValueError(
+                f"input must have shape (B, {self.sizes[0]}), got {h.shape}"
+            )
         n_layers = len(self.params) // 2
         for i in range(n_layers):
             h = h @ self.params[2 * i] + self.params[2 * i + 1]  # (B, n_out)
@@ -357,7 +451,9 @@ class MLP:
         import torch
         from torch import nn
 
-        act = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}[self.activation]
+        act = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}[
+            self.activation
+        ]
         layers = []
         for i in range(len(self.params) // 2):
             W, b = self.params[2 * i].data, self.params[2 * i + 1].data
@@ -374,12 +470,20 @@ class MLP:
 _F = {
     "relu": (lambda z: np.maximum(z, 0), lambda z: (z > 0).astype(z.dtype)),
     "tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2),
-    "sigmoid": (lambda z: 0.5 * (1 + np.tanh(0.5 * z)), lambda z: 0.25 * (1 - np.tanh(0.5 * z) ** 2)),
+    "sigmoid": (
+        lambda z: 0.5 * (1 + np.tanh(0.5 * z)),
+        lambda z: 0.25 * (1 - np.tanh(0.5 * z) ** 2),
+    ),
 }
 
 
-def mlp_backward(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray,
-                 activation: str = "relu") -> tuple[float, list[np.ndarray], list[np.ndarray]]:
+def mlp_backward(
+    weights: Sequence[np.ndarray],
+    biases: Sequence[np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    activation: str = "relu",
+) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
     """Mean cross-entropy of an MLP and its gradients by the layer-wise backpropagation equations.
 
     Forward: :math:`z^{(l)} = a^{(l-1)} W^{(l)} + b^{(l)}`, :math:`a^{(l)} = f(z^{(l)})`. Backward,
@@ -400,7 +504,9 @@ def mlp_backward(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], x:
         ``(loss, grad_weights, grad_biases)``.
     """
     if activation not in _F:
-        raise ValueError(f"activation must be one of {tuple(_F)}, got {activation!r}")
+        raise ValueError(
+            f"activation must be one of {tuple(_F)}, got {activation!r}"
+        )
     f, df = _F[activation]
     a, zs, acts = x, [], [x]
     for i, (W, b) in enumerate(zip(weights, biases)):
@@ -428,7 +534,9 @@ def mlp_backward(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], x:
 # --- the numerical gradient check -----------------------------------------------------------
 
 
-def numerical_gradient(f: Callable[[], float], x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+def numerical_gradient(
+    f: Callable[[], float], x: np.ndarray, eps: float = 1e-6
+) -> np.ndarray:
     """Central differences :math:`\\frac{f(x + \\epsilon e_i) - f(x - \\epsilon e_i)}{2\\epsilon}` for every entry of ``x``.
 
     ``x`` is perturbed in place (and restored), so ``f`` must read it: e.g. a closure over a
@@ -437,9 +545,14 @@ def numerical_gradient(f: Callable[[], float], x: np.ndarray, eps: float = 1e-6)
     balances them. It costs two evaluations of ``f`` per entry.
     """
     if x.dtype != np.float64:
-        raise ValueError(f"numerical gradients need float64 to be accurate, got {x.dtype}")
+        raise ValueError(
+            f"numerical gradients need float64 to be accurate, got {x.dtype}"
+        )
     grad = np.empty_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)  # views: writing flat writes x
+    flat, gflat = (
+        x.reshape(-1),
+        grad.reshape(-1),
+    )  # views: writing flat writes x
     for i in range(flat.size):
         old = flat[i]
         flat[i] = old + eps
@@ -458,7 +571,9 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     return 0.0 if denom == 0 else float(np.linalg.norm(a - b) / denom)
 
 
-def gradient_check(loss_fn: Callable[[], Tensor], params: Sequence[Tensor], eps: float = 1e-6) -> list[float]:
+def gradient_check(
+    loss_fn: Callable[[], Tensor], params: Sequence[Tensor], eps: float = 1e-6
+) -> list[float]:
     """Relative error between backpropagated and central-difference gradients, per parameter.
 
     Args:
@@ -470,7 +585,12 @@ def gradient_check(loss_fn: Callable[[], Tensor], params: Sequence[Tensor], eps:
         p.zero_grad()
     loss_fn().backward()
     analytic = [p.grad.copy() for p in params]
-    return [relative_error(g, numerical_gradient(lambda: float(loss_fn().data), p.data, eps)) for g, p in zip(analytic, params)]
+    return [
+        relative_error(
+            g, numerical_gradient(lambda: float(loss_fn().data), p.data, eps)
+        )
+        for g, p in zip(analytic, params)
+    ]
 
 
 # --- training -------------------------------------------------------------------------------
@@ -486,23 +606,38 @@ class SGDConfig:
     seed: int = 0  # seeds the order of the examples in each epoch
 
 
-def batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+def batches(
+    n: int, batch_size: int, rng: np.random.Generator
+) -> Iterator[np.ndarray]:
     """Index arrays of one epoch: a fresh permutation of ``range(n)``, cut into batches."""
     order = rng.permutation(n)
     for start in range(0, n, batch_size):
-        yield order[start:start + batch_size]
+        yield order[start : start + batch_size]
 
 
-def accuracy(model: MLP, x: np.ndarray, y: np.ndarray, batch_size: int = 4096) -> float:
+def accuracy(
+    model: MLP, x: np.ndarray, y: np.ndarray, batch_size: int = 4096
+) -> float:
     """Fraction of examples whose largest logit is the label (no graph is recorded)."""
     right = 0
     for start in range(0, len(x), batch_size):
-        right += int((model(x[start:start + batch_size]).data.argmax(axis=1) == y[start:start + batch_size]).sum())
+        right += int(
+            (
+                model(x[start : start + batch_size]).data.argmax(axis=1)
+                == y[start : start + batch_size]
+            ).sum()
+        )
     return right / len(x)
 
 
-def train(model: MLP, x: np.ndarray, y: np.ndarray, cfg: SGDConfig = SGDConfig(),
-          x_test: np.ndarray | None = None, y_test: np.ndarray | None = None) -> History:
+def train(
+    model: MLP,
+    x: np.ndarray,
+    y: np.ndarray,
+    cfg: SGDConfig = SGDConfig(),
+    x_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+) -> History:
     """Train ``model`` with SGD, :math:`\\theta \\leftarrow \\theta - \\eta \\nabla_\\theta L_{\\text{batch}}`.
 
     Records per epoch ``train_loss`` (mean over the epoch's batches), and ``test_acc`` when a
@@ -512,7 +647,9 @@ def train(model: MLP, x: np.ndarray, y: np.ndarray, cfg: SGDConfig = SGDConfig()
         x: (n, d) in the model's dtype; y: (n,) integer classes.
     """
     if len(x) != len(y):
-        raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+        raise ValueError(
+            f"x and y must have the same length, got {len(x)} and {len(y)}"
+        )
     rng = np.random.default_rng(cfg.seed)
     history = History()
     for _ in range(cfg.epochs):

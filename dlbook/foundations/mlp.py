@@ -81,11 +81,15 @@ def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
 
 def leaky_relu_grad(x: Tensor, negative_slope: float = 0.01) -> Tensor:
     """1 for :math:`x > 0`, else :math:`a` (again the left value at the kink, as PyTorch)."""
-    return torch.where(x > 0, torch.ones_like(x), torch.full_like(x, negative_slope))
+    return torch.where(
+        x > 0, torch.ones_like(x), torch.full_like(x, negative_slope)
+    )
 
 
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
-_GELU_CUBIC = 0.044715  # Hendrycks and Gimpel (2016), eq. for the tanh approximation
+_GELU_CUBIC = (
+    0.044715  # Hendrycks and Gimpel (2016), eq. for the tanh approximation
+)
 
 
 def _normal_cdf(x: Tensor) -> Tensor:
@@ -98,7 +102,9 @@ def _normal_pdf(x: Tensor) -> Tensor:
 
 def _check_approximate(approximate: str) -> None:
     if approximate not in ("none", "tanh"):
-        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+        raise ValueError(
+            f"approximate must be 'none' or 'tanh', got {approximate!r}"
+        )
 
 
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
@@ -122,7 +128,9 @@ def gelu_grad(x: Tensor, approximate: str = "none") -> Tensor:
     if approximate == "tanh":
         u = _SQRT_2_OVER_PI * (x + _GELU_CUBIC * x**3)
         t = tanh(u)
-        return 0.5 * (1 + t) + 0.5 * x * (1 - t**2) * _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x**2)
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t**2) * _SQRT_2_OVER_PI * (
+            1 + 3 * _GELU_CUBIC * x**2
+        )
     return _normal_cdf(x) + x * _normal_pdf(x)
 
 
@@ -178,7 +186,9 @@ def activation(name: str) -> Activation:
     try:
         return ACTIVATIONS[name]
     except KeyError:
-        raise ValueError(f"activation {name!r} is not known; expected one of: {', '.join(ACTIVATIONS)}") from None
+        raise ValueError(
+            f"activation {name!r} is not known; expected one of: {', '.join(ACTIVATIONS)}"
+        ) from None
 
 
 # --- logistic and softmax regression --------------------------------------------------------
@@ -186,12 +196,18 @@ def activation(name: str) -> Activation:
 
 def _check_xy(X: Tensor, y: Tensor) -> None:
     if not isinstance(X, Tensor) or X.ndim != 2:
-        raise ValueError(f"X must be a (n, d) tensor of features, got {getattr(X, 'shape', type(X).__name__)}")
+        raise ValueError(
+            f"X must be a (n, d) tensor of features, got {getattr(X, 'shape', type(X).__name__)}"
+        )
     if not isinstance(y, Tensor) or y.ndim != 1 or len(y) != len(X):
-        raise ValueError(f"y must be a ({len(X)},) tensor of labels, one per row of X, got {getattr(y, 'shape', type(y).__name__)}")
+        raise ValueError(
+            f"y must be a ({len(X)},) tensor of labels, one per row of X, got {getattr(y, 'shape', type(y).__name__)}"
+        )
 
 
-def logistic_nll(w: Tensor, b: Tensor, X: Tensor, y: Tensor, weight_decay: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+def logistic_nll(
+    w: Tensor, b: Tensor, X: Tensor, y: Tensor, weight_decay: float = 0.0
+) -> tuple[Tensor, Tensor, Tensor]:
     """Logistic regression's mean negative log-likelihood and its gradient, in closed form.
 
     With :math:`z_i = w^\\top x_i + b` and :math:`p_i = \\sigma(z_i)`,
@@ -217,7 +233,9 @@ def logistic_nll(w: Tensor, b: Tensor, X: Tensor, y: Tensor, weight_decay: float
     return loss, X.T @ r + weight_decay * w, r.sum()
 
 
-def softmax_nll(W: Tensor, b: Tensor, X: Tensor, y: Tensor, weight_decay: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+def softmax_nll(
+    W: Tensor, b: Tensor, X: Tensor, y: Tensor, weight_decay: float = 0.0
+) -> tuple[Tensor, Tensor, Tensor]:
     """Softmax regression's mean negative log-likelihood (cross-entropy) and its gradient.
 
     With logits :math:`Z = XW + b` and :math:`P = \\mathrm{softmax}(Z)` row by row, and
@@ -237,15 +255,21 @@ def softmax_nll(W: Tensor, b: Tensor, X: Tensor, y: Tensor, weight_decay: float 
     _check_xy(X, y)
     Z = X @ W + b  # (n, K)
     m = Z.amax(dim=1, keepdim=True)
-    logsumexp = (m + torch.log(torch.exp(Z - m).sum(dim=1, keepdim=True)))[:, 0]  # (n,)
-    loss = (logsumexp - Z.gather(1, y[:, None])[:, 0]).mean() + 0.5 * weight_decay * (W * W).sum()
+    logsumexp = (m + torch.log(torch.exp(Z - m).sum(dim=1, keepdim=True)))[
+        :, 0
+    ]  # (n,)
+    loss = (
+        logsumexp - Z.gather(1, y[:, None])[:, 0]
+    ).mean() + 0.5 * weight_decay * (W * W).sum()
     R = softmax(Z, dim=1)  # (n, K): P - Y, built in place below
     R[torch.arange(len(y)), y] -= 1
     R /= len(y)
     return loss, X.T @ R + weight_decay * W, R.sum(dim=0)
 
 
-def smoothness(X: Tensor, multiclass: bool = False, weight_decay: float = 0.0) -> float:
+def smoothness(
+    X: Tensor, multiclass: bool = False, weight_decay: float = 0.0
+) -> float:
     """An upper bound :math:`L` on the curvature (Hessian eigenvalues) of the regression losses.
 
     The Hessian of :func:`logistic_nll` is :math:`\\frac1n X^\\top S X + \\lambda I` with
@@ -272,7 +296,11 @@ class GDConfig:
     weight_decay: float = 0.0  # lambda of the L2 penalty (lambda / 2) ||w||^2; the bias is not penalised
 
 
-def gradient_descent(loss_and_grad: Callable[..., tuple], params: Sequence[Tensor], cfg: GDConfig) -> list[float]:
+def gradient_descent(
+    loss_and_grad: Callable[..., tuple],
+    params: Sequence[Tensor],
+    cfg: GDConfig,
+) -> list[float]:
     """Minimise by :math:`\\theta \\leftarrow \\theta - \\eta \\nabla L(\\theta)`, updating ``params`` in place.
 
     Args:
@@ -284,7 +312,9 @@ def gradient_descent(loss_and_grad: Callable[..., tuple], params: Sequence[Tenso
         The loss before each step and after the last (``cfg.steps + 1`` values).
     """
     if cfg.lr <= 0 or cfg.steps < 0:
-        raise ValueError(f"GDConfig needs lr > 0 and steps >= 0, got lr={cfg.lr}, steps={cfg.steps}")
+        raise ValueError(
+            f"GDConfig needs lr > 0 and steps >= 0, got lr={cfg.lr}, steps={cfg.steps}"
+        )
     losses = []
     for _ in range(cfg.steps):
         loss, *grads = loss_and_grad(*params)
@@ -305,7 +335,9 @@ class LinearClassifier:
 
     weight: Tensor
     bias: Tensor
-    losses: list[float] = field(default_factory=list)  # training loss before each step, and at the end
+    losses: list[float] = field(
+        default_factory=list
+    )  # training loss before each step, and at the end
 
     @property
     def multiclass(self) -> bool:
@@ -323,7 +355,9 @@ class LinearClassifier:
         return z.argmax(dim=1) if self.multiclass else (z > 0).long()
 
 
-def fit_logistic_regression(X: Tensor, y: Tensor, cfg: GDConfig = GDConfig()) -> LinearClassifier:
+def fit_logistic_regression(
+    X: Tensor, y: Tensor, cfg: GDConfig = GDConfig()
+) -> LinearClassifier:
     """Fit logistic regression by gradient descent on :func:`logistic_nll`, from zero weights.
 
     Args:
@@ -333,13 +367,22 @@ def fit_logistic_regression(X: Tensor, y: Tensor, cfg: GDConfig = GDConfig()) ->
     _check_xy(X, y)
     labels = set(torch.unique(y).tolist())
     if not labels <= {0, 1}:
-        raise ValueError(f"y must hold the labels 0 and 1 for logistic regression, got {sorted(labels)}")
+        raise ValueError(
+            f"y must hold the labels 0 and 1 for logistic regression, got {sorted(labels)}"
+        )
     w, b = X.new_zeros(X.shape[1]), X.new_zeros(())
-    losses = gradient_descent(lambda w, b: logistic_nll(w, b, X, y, cfg.weight_decay), [w, b], cfg)
+    losses = gradient_descent(
+        lambda w, b: logistic_nll(w, b, X, y, cfg.weight_decay), [w, b], cfg
+    )
     return LinearClassifier(w, b, losses)
 
 
-def fit_softmax_regression(X: Tensor, y: Tensor, cfg: GDConfig = GDConfig(), num_classes: int | None = None) -> LinearClassifier:
+def fit_softmax_regression(
+    X: Tensor,
+    y: Tensor,
+    cfg: GDConfig = GDConfig(),
+    num_classes: int | None = None,
+) -> LinearClassifier:
     """Fit softmax regression by gradient descent on :func:`softmax_nll`, from zero weights.
 
     Args:
@@ -350,9 +393,13 @@ def fit_softmax_regression(X: Tensor, y: Tensor, cfg: GDConfig = GDConfig(), num
     _check_xy(X, y)
     K = int(y.max()) + 1 if num_classes is None else num_classes
     if y.dtype != torch.long or int(y.min()) < 0 or int(y.max()) >= K:
-        raise ValueError(f"y must hold int64 classes in [0, {K}), got dtype {y.dtype} and range [{int(y.min())}, {int(y.max())}]")
+        raise ValueError(
+            f"y must hold int64 classes in [0, {K}), got dtype {y.dtype} and range [{int(y.min())}, {int(y.max())}]"
+        )
     W, b = X.new_zeros(X.shape[1], K), X.new_zeros(K)
-    losses = gradient_descent(lambda W, b: softmax_nll(W, b, X, y, cfg.weight_decay), [W, b], cfg)
+    losses = gradient_descent(
+        lambda W, b: softmax_nll(W, b, X, y, cfg.weight_decay), [W, b], cfg
+    )
     return LinearClassifier(W, b, losses)
 
 
@@ -364,7 +411,9 @@ class MLPConfig:
     """The shape of a multilayer perceptron."""
 
     d_in: int = 784  # input features (28 x 28 pixels for MNIST)
-    hidden: tuple[int, ...] = (256,)  # width of each hidden layer; () gives softmax regression
+    hidden: tuple[int, ...] = (
+        256,
+    )  # width of each hidden layer; () gives softmax regression
     d_out: int = 10  # outputs: one logit per class
     activation: str = "relu"  # a key of ACTIVATIONS
 
@@ -389,16 +438,22 @@ class MLP(nn.Module):
     def __init__(self, cfg: MLPConfig = MLPConfig()):
         super().__init__()
         if any(h < 1 for h in cfg.hidden):
-            raise ValueError(f"hidden widths must be positive, got {cfg.hidden}")
+            raise ValueError(
+                f"hidden widths must be positive, got {cfg.hidden}"
+            )
         self.cfg = cfg
         self.act = activation(cfg.activation)
         sizes = [cfg.d_in, *cfg.hidden, cfg.d_out]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         h = x.flatten(1)  # (B, d_in)
         if h.shape[1] != self.cfg.d_in:
-            raise ValueError(f"input has {h.shape[1]} features per example, the MLP expects d_in={self.cfg.d_in}")
+            raise ValueError(
+                f"input has {h.shape[1]} features per example, the MLP expects d_in={self.cfg.d_in}"
+            )
         for layer in self.layers[:-1]:
             h = self.act.fn(layer(h))  # (B, width)
         return self.layers[-1](h)  # (B, d_out)
@@ -410,7 +465,9 @@ def count_params(d_in: int, hidden: Sequence[int], d_out: int) -> int:
     return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
-def width_for_budget(budget: int, depth: int, d_in: int = 784, d_out: int = 10) -> int:
+def width_for_budget(
+    budget: int, depth: int, d_in: int = 784, d_out: int = 10
+) -> int:
     """The width :math:`h` of ``depth`` equal hidden layers whose MLP has about ``budget`` parameters.
 
     The count is quadratic in :math:`h`:
@@ -424,11 +481,16 @@ def width_for_budget(budget: int, depth: int, d_in: int = 784, d_out: int = 10) 
         raise ValueError(f"depth must be at least 1 hidden layer, got {depth}")
     smallest = count_params(d_in, [1] * depth, d_out)
     if budget < smallest:
-        raise ValueError(f"budget={budget} is too small for {depth} hidden layers (one unit each needs {smallest})")
+        raise ValueError(
+            f"budget={budget} is too small for {depth} hidden layers (one unit each needs {smallest})"
+        )
     a, b, c = depth - 1, d_in + depth + d_out, d_out - budget
     h = -c / b if a == 0 else (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)
     candidates = [w for w in (math.floor(h), math.ceil(h)) if w >= 1]
-    return min(candidates, key=lambda w: abs(count_params(d_in, [w] * depth, d_out) - budget))
+    return min(
+        candidates,
+        key=lambda w: abs(count_params(d_in, [w] * depth, d_out) - budget),
+    )
 
 
 @dataclass
@@ -436,16 +498,29 @@ class BudgetStudyConfig:
     """Deep versus wide: MLPs of several depths, each as wide as the parameter budget allows."""
 
     budget: int = 100_000  # parameters of every network (weights and biases)
-    depths: tuple[int, ...] = (1, 2, 4, 8)  # numbers of hidden layers to compare
+    depths: tuple[int, ...] = (
+        1,
+        2,
+        4,
+        8,
+    )  # numbers of hidden layers to compare
     seeds: tuple[int, ...] = (0, 1, 2)  # one training run per seed and depth
     epochs: int = 10  # passes over the training set
     batch_size: int = 256  # examples per gradient step
-    lr: float = 3e-3  # Adam's step size (Adam is the subject of a later chapter)
+    lr: float = (
+        3e-3  # Adam's step size (Adam is the subject of a later chapter)
+    )
     activation: str = "relu"  # a key of ACTIVATIONS
 
 
-def deep_vs_wide(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor,
-                 cfg: BudgetStudyConfig = BudgetStudyConfig(), device: torch.device | str = "cpu") -> list[dict]:
+def deep_vs_wide(
+    x_train: Tensor,
+    y_train: Tensor,
+    x_test: Tensor,
+    y_test: Tensor,
+    cfg: BudgetStudyConfig = BudgetStudyConfig(),
+    device: torch.device | str = "cpu",
+) -> list[dict]:
     """Train one MLP per depth and seed at an equal parameter budget; return one record per run.
 
     Every run sees the same data; the seed decides the initial weights and the batch order.
@@ -463,11 +538,32 @@ def deep_vs_wide(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tenso
         width = width_for_budget(cfg.budget, depth, d_in, d_out)
         for seed in cfg.seeds:
             seed_everything(seed)
-            model = MLP(MLPConfig(d_in, (width,) * depth, d_out, cfg.activation)).to(device)
-            loader = DataLoader(TensorDataset(x_train, y_train), batch_size=cfg.batch_size, shuffle=True,
-                                generator=torch.Generator().manual_seed(seed))
-            fit(model, loader, torch.optim.Adam(model.parameters(), lr=cfg.lr), epochs=cfg.epochs)
+            model = MLP(
+                MLPConfig(d_in, (width,) * depth, d_out, cfg.activation)
+            ).to(device)
+            loader = DataLoader(
+                TensorDataset(x_train, y_train),
+                batch_size=cfg.batch_size,
+                shuffle=True,
+                generator=torch.Generator().manual_seed(seed),
+            )
+            fit(
+                model,
+                loader,
+                torch.optim.Adam(model.parameters(), lr=cfg.lr),
+                epochs=cfg.epochs,
+            )
             tr, te = evaluate(model, train_eval), evaluate(model, test)
-            records.append(dict(depth=depth, width=width, params=sum(p.numel() for p in model.parameters()), seed=seed,
-                                train_loss=tr["loss"], train_acc=tr["acc"], test_loss=te["loss"], test_acc=te["acc"]))
+            records.append(
+                dict(
+                    depth=depth,
+                    width=width,
+                    params=sum(p.numel() for p in model.parameters()),
+                    seed=seed,
+                    train_loss=tr["loss"],
+                    train_acc=tr["acc"],
+                    test_loss=te["loss"],
+                    test_acc=te["acc"],
+                )
+            )
     return records

@@ -31,7 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dlbook.graphs.gcn import GCNConv, PatienceStop, TrainConfig, check_edge_index, feature_dropout, propagate
+from dlbook.graphs.gcn import (
+    GCNConv,
+    PatienceStop,
+    TrainConfig,
+    check_edge_index,
+    feature_dropout,
+    propagate,
+)
 
 # --- softmax over neighbourhoods -------------------------------------------------------------
 
@@ -53,7 +60,9 @@ def segment_softmax(src: Tensor, index: Tensor, num_segments: int) -> Tensor:
     """
     size = (num_segments,) + tuple(src.shape[1:])
     expanded = index.view((-1,) + (1,) * (src.dim() - 1)).expand_as(src)
-    seg_max = src.new_full(size, -math.inf).scatter_reduce_(0, expanded, src.detach(), "amax")  # (K, *)
+    seg_max = src.new_full(size, -math.inf).scatter_reduce_(
+        0, expanded, src.detach(), "amax"
+    )  # (K, *)
     exp = (src - seg_max.index_select(0, index)).exp()  # (E, *)
     seg_sum = src.new_zeros(size).index_add_(0, index, exp)  # (K, *)
     return exp / seg_sum.index_select(0, index)
@@ -128,21 +137,38 @@ class GATConv(nn.Module):
     ):
         super().__init__()
         if not isinstance(heads, int) or heads < 1:
-            raise ValueError(f"heads must be a positive integer, got {heads!r}")
+            raise ValueError(
+                f"heads must be a positive integer, got {heads!r}"
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        self.in_channels, self.out_channels, self.heads, self.concat = in_channels, out_channels, heads, concat
-        self.negative_slope, self.dropout, self.add_self_loops = negative_slope, dropout, add_self_loops
+        self.in_channels, self.out_channels, self.heads, self.concat = (
+            in_channels,
+            out_channels,
+            heads,
+            concat,
+        )
+        self.negative_slope, self.dropout, self.add_self_loops = (
+            negative_slope,
+            dropout,
+            add_self_loops,
+        )
         total = heads * out_channels if concat else out_channels
         self._build(in_channels, heads * out_channels, bias)
-        self.res = nn.Linear(in_channels, total, bias=False) if residual else None
+        self.res = (
+            nn.Linear(in_channels, total, bias=False) if residual else None
+        )
         self.bias = nn.Parameter(torch.empty(total)) if bias else None
         self.reset_parameters()
 
     def _build(self, in_channels: int, width: int, bias: bool) -> None:
         self.lin = nn.Linear(in_channels, width, bias=False)
-        self.att_src = nn.Parameter(torch.empty(1, self.heads, self.out_channels))
-        self.att_dst = nn.Parameter(torch.empty(1, self.heads, self.out_channels))
+        self.att_src = nn.Parameter(
+            torch.empty(1, self.heads, self.out_channels)
+        )
+        self.att_dst = nn.Parameter(
+            torch.empty(1, self.heads, self.out_channels)
+        )
 
     def _glorot(self) -> list[Tensor]:
         """The tensors Glorot-initialized by :meth:`reset_parameters`, in PyG's order."""
@@ -151,32 +177,52 @@ class GATConv(nn.Module):
 
     def reset_parameters(self) -> None:
         for w in self._glorot():
-            bound = math.sqrt(6.0 / (w.size(-2) + w.size(-1)))  # Glorot, over the last two dims as in PyG
+            bound = math.sqrt(
+                6.0 / (w.size(-2) + w.size(-1))
+            )  # Glorot, over the last two dims as in PyG
             nn.init.uniform_(w, -bound, bound)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Per-head features of each node as a source and as a target: here the same, W x. Shapes: (N, H, C) twice."""
-        h = self.lin(x).view(x.size(0), self.heads, self.out_channels)  # (N, H, C)
+        h = self.lin(x).view(
+            x.size(0), self.heads, self.out_channels
+        )  # (N, H, C)
         return h, h
 
-    def score(self, h_src: Tensor, h_dst: Tensor, src: Tensor, dst: Tensor) -> Tensor:
+    def score(
+        self, h_src: Tensor, h_dst: Tensor, src: Tensor, dst: Tensor
+    ) -> Tensor:
         """The attention logits e_ij of the edges j -> i, one per head. Shape: (E, H)."""
         score_src = (h_src * self.att_src).sum(-1)  # (N, H): a_src^T W h_j
         score_dst = (h_dst * self.att_dst).sum(-1)  # (N, H): a_dst^T W h_i
-        return F.leaky_relu(score_src.index_select(0, src) + score_dst.index_select(0, dst), self.negative_slope)
+        return F.leaky_relu(
+            score_src.index_select(0, src) + score_dst.index_select(0, dst),
+            self.negative_slope,
+        )
 
-    def forward(self, x: Tensor, edge_index: Tensor, return_attention_weights: bool | None = None):
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        return_attention_weights: bool | None = None,
+    ):
         num_nodes = x.size(0)
         edge_index = check_edge_index(edge_index, num_nodes)
         if self.add_self_loops:
             edge_index = add_self_loops(edge_index, num_nodes)
         h_src, h_dst = self.project(x)  # (N, H, C) each
         src, dst = edge_index
-        alpha = segment_softmax(self.score(h_src, h_dst, src, dst), dst, num_nodes)  # (E, H), sums to 1 into each node
-        out = propagate(h_src, edge_index, F.dropout(alpha, self.dropout, self.training))  # (N, H, C)
-        out = out.reshape(num_nodes, -1) if self.concat else out.mean(dim=1)  # (N, H*C) or (N, C)
+        alpha = segment_softmax(
+            self.score(h_src, h_dst, src, dst), dst, num_nodes
+        )  # (E, H), sums to 1 into each node
+        out = propagate(
+            h_src, edge_index, F.dropout(alpha, self.dropout, self.training)
+        )  # (N, H, C)
+        out = (
+            out.reshape(num_nodes, -1) if self.concat else out.mean(dim=1)
+        )  # (N, H*C) or (N, C)
         if self.res is not None:
             out = out + self.res(x)
         if self.bias is not None:
@@ -221,10 +267,17 @@ class GATv2Conv(GATConv):
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
         shape = (x.size(0), self.heads, self.out_channels)
-        return self.lin_l(x).view(shape), self.lin_r(x).view(shape)  # (N, H, C) each
+        return self.lin_l(x).view(shape), self.lin_r(x).view(
+            shape
+        )  # (N, H, C) each
 
-    def score(self, h_src: Tensor, h_dst: Tensor, src: Tensor, dst: Tensor) -> Tensor:
-        hidden = F.leaky_relu(h_src.index_select(0, src) + h_dst.index_select(0, dst), self.negative_slope)  # (E, H, C)
+    def score(
+        self, h_src: Tensor, h_dst: Tensor, src: Tensor, dst: Tensor
+    ) -> Tensor:
+        hidden = F.leaky_relu(
+            h_src.index_select(0, src) + h_dst.index_select(0, dst),
+            self.negative_slope,
+        )  # (E, H, C)
         return (hidden * self.att).sum(-1)  # (E, H)
 
 
@@ -239,11 +292,19 @@ class GATConfig:
     heads: int = 8  # heads in the hidden layer, concatenated: 64 features
     out_heads: int = 1  # heads in the output layer, averaged (8 for PubMed)
     dropout: float = 0.6  # dropout on the input of both layers
-    attention_dropout: float = 0.6  # dropout on the attention coefficients of both layers
+    attention_dropout: float = (
+        0.6  # dropout on the attention coefficients of both layers
+    )
     negative_slope: float = 0.2  # LeakyReLU slope in the attention scores
 
 
-GAT_PROTOCOL = TrainConfig(lr=0.005, weight_decay=5e-4, epochs=100_000, stopping="patience", patience=100)
+GAT_PROTOCOL = TrainConfig(
+    lr=0.005,
+    weight_decay=5e-4,
+    epochs=100_000,
+    stopping="patience",
+    patience=100,
+)
 """Velickovic et al.'s training on Cora and CiteSeer: Adam at 0.005, weight decay 5e-4, patience 100."""
 
 
@@ -265,33 +326,67 @@ class GAT(nn.Module):
         x: (N, F), dense or sparse; edge_index: (2, E); output: (N, C) logits.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, config: GATConfig | None = None, conv: Callable = GATConv):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        config: GATConfig | None = None,
+        conv: Callable = GATConv,
+    ):
         super().__init__()
         self.config = c = config or GATConfig()
-        self.conv1 = conv(in_channels, c.hidden, heads=c.heads, concat=True, dropout=c.attention_dropout,
-                          negative_slope=c.negative_slope)
-        self.conv2 = conv(c.hidden * c.heads, out_channels, heads=c.out_heads, concat=False,
-                          dropout=c.attention_dropout, negative_slope=c.negative_slope)
+        self.conv1 = conv(
+            in_channels,
+            c.hidden,
+            heads=c.heads,
+            concat=True,
+            dropout=c.attention_dropout,
+            negative_slope=c.negative_slope,
+        )
+        self.conv2 = conv(
+            c.hidden * c.heads,
+            out_channels,
+            heads=c.out_heads,
+            concat=False,
+            dropout=c.attention_dropout,
+            negative_slope=c.negative_slope,
+        )
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        x = F.elu(self.conv1(feature_dropout(x, self.config.dropout, self.training), edge_index))
-        return self.conv2(F.dropout(x, self.config.dropout, self.training), edge_index)
+        x = F.elu(
+            self.conv1(
+                feature_dropout(x, self.config.dropout, self.training),
+                edge_index,
+            )
+        )
+        return self.conv2(
+            F.dropout(x, self.config.dropout, self.training), edge_index
+        )
 
     @torch.no_grad()
-    def attention(self, x: Tensor, edge_index: Tensor) -> list[tuple[Tensor, Tensor]]:
+    def attention(
+        self, x: Tensor, edge_index: Tensor
+    ) -> list[tuple[Tensor, Tensor]]:
         """The attention coefficients of both layers, in eval mode: ``[(edge_index, alpha (E', H))]``."""
         was = self.training
         self.eval()
         h, att1 = self.conv1(x, edge_index, return_attention_weights=True)
-        _, att2 = self.conv2(F.elu(h), edge_index, return_attention_weights=True)
+        _, att2 = self.conv2(
+            F.elu(h), edge_index, return_attention_weights=True
+        )
         self.train(was)
         return [att1, att2]
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         """Velickovic et al.'s code decays every weight and no bias."""
-        decay = [p for n, p in self.named_parameters() if not n.endswith("bias")]
+        decay = [
+            p for n, p in self.named_parameters() if not n.endswith("bias")
+        ]
         biases = [p for n, p in self.named_parameters() if n.endswith("bias")]
-        return [dict(params=decay, weight_decay=weight_decay), dict(params=biases, weight_decay=0.0)]
+        return [
+            dict(params=decay, weight_decay=weight_decay),
+            dict(params=biases, weight_decay=0.0),
+        ]
 
 
 @dataclass
@@ -299,8 +394,16 @@ class InductiveGATConfig:
     """Velickovic et al.'s PPI architecture (their values are the defaults)."""
 
     hidden: int = 256  # features per head in the hidden layers
-    heads: tuple[int, ...] = (4, 4, 6)  # heads per layer; hidden layers concatenate, the last averages
-    residual: tuple[bool, ...] = (False, True, False)  # skip connection per layer: "across the intermediate attentional layer"
+    heads: tuple[int, ...] = (
+        4,
+        4,
+        6,
+    )  # heads per layer; hidden layers concatenate, the last averages
+    residual: tuple[bool, ...] = (
+        False,
+        True,
+        False,
+    )  # skip connection per layer: "across the intermediate attentional layer"
     dropout: float = 0.0  # on the input of every layer (the paper: none, PPI is large enough)
     attention_dropout: float = 0.0  # on the attention coefficients
 
@@ -313,22 +416,38 @@ class InductiveGAT(nn.Module):
         x: (N, F); edge_index: (2, E) of a batch of disjoint graphs; output: (N, L) logits.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, config: InductiveGATConfig | None = None,
-                 conv: Callable = GATConv):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        config: InductiveGATConfig | None = None,
+        conv: Callable = GATConv,
+    ):
         super().__init__()
         self.config = c = config or InductiveGATConfig()
         if len(c.residual) != len(c.heads):
-            raise ValueError(f"residual needs one flag per layer ({len(c.heads)}), got {c.residual!r}")
+            raise ValueError(
+                f"residual needs one flag per layer ({len(c.heads)}), got {c.residual!r}"
+            )
         sizes = [in_channels] + [c.hidden * h for h in c.heads[:-1]]
         self.convs = nn.ModuleList(
-            conv(sizes[k], c.hidden if k < len(c.heads) - 1 else out_channels, heads=c.heads[k],
-                 concat=k < len(c.heads) - 1, dropout=c.attention_dropout, residual=c.residual[k])
+            conv(
+                sizes[k],
+                c.hidden if k < len(c.heads) - 1 else out_channels,
+                heads=c.heads[k],
+                concat=k < len(c.heads) - 1,
+                dropout=c.attention_dropout,
+                residual=c.residual[k],
+            )
             for k in range(len(c.heads))
         )
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         for k, conv in enumerate(self.convs):
-            x = conv(feature_dropout(x, self.config.dropout, self.training), edge_index)
+            x = conv(
+                feature_dropout(x, self.config.dropout, self.training),
+                edge_index,
+            )
             if k < len(self.convs) - 1:
                 x = F.elu(x)
         return x
@@ -342,15 +461,27 @@ class InductiveGCN(nn.Module):
         x: (N, F); edge_index: (2, E); output: (N, L) logits.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, hidden: int = 1024,
-                 residual: Sequence[bool] = (False, True, False), num_layers: int = 3):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        hidden: int = 1024,
+        residual: Sequence[bool] = (False, True, False),
+        num_layers: int = 3,
+    ):
         super().__init__()
         if len(residual) != num_layers:
-            raise ValueError(f"residual needs one flag per layer ({num_layers}), got {tuple(residual)!r}")
+            raise ValueError(
+                f"residual needs one flag per layer ({num_layers}), got {tuple(residual)!r}"
+            )
         sizes = [in_channels] + [hidden] * (num_layers - 1) + [out_channels]
-        self.convs = nn.ModuleList(GCNConv(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.skips = nn.ModuleList(nn.Linear(a, b, bias=False) if r else nn.Identity()
-                                   for a, b, r in zip(sizes[:-1], sizes[1:], residual))
+        self.convs = nn.ModuleList(
+            GCNConv(a, b) for a, b in zip(sizes[:-1], sizes[1:])
+        )
+        self.skips = nn.ModuleList(
+            nn.Linear(a, b, bias=False) if r else nn.Identity()
+            for a, b, r in zip(sizes[:-1], sizes[1:], residual)
+        )
         self.residual = tuple(residual)
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
@@ -387,8 +518,14 @@ def collate(graphs: Sequence) -> tuple[Tensor, Tensor, Tensor]:
         output: x (ΣN, F), edge_index (2, ΣE), y (ΣN, L).
     """
     offsets = torch.tensor([0] + [g.num_nodes for g in graphs[:-1]]).cumsum(0)
-    edge_index = torch.cat([g.edge_index + int(o) for g, o in zip(graphs, offsets)], dim=1)
-    return torch.cat([g.x for g in graphs]), edge_index, torch.cat([g.y for g in graphs])
+    edge_index = torch.cat(
+        [g.edge_index + int(o) for g, o in zip(graphs, offsets)], dim=1
+    )
+    return (
+        torch.cat([g.x for g in graphs]),
+        edge_index,
+        torch.cat([g.y for g in graphs]),
+    )
 
 
 @dataclass
@@ -414,7 +551,9 @@ class InductiveResult:
 
 
 @torch.no_grad()
-def evaluate_multilabel(model: nn.Module, graphs: Sequence, device: torch.device | None = None) -> tuple[float, float]:
+def evaluate_multilabel(
+    model: nn.Module, graphs: Sequence, device: torch.device | None = None
+) -> tuple[float, float]:
     """Binary cross-entropy and micro-F1 of ``model`` over all nodes of ``graphs``, in eval mode."""
     was = model.training
     model.eval()
@@ -422,11 +561,18 @@ def evaluate_multilabel(model: nn.Module, graphs: Sequence, device: torch.device
     x, edge_index, y = (t.to(device) for t in collate(graphs))
     logits = model(x, edge_index)
     model.train(was)
-    return F.binary_cross_entropy_with_logits(logits, y).item(), micro_f1(logits, y)
+    return F.binary_cross_entropy_with_logits(logits, y).item(), micro_f1(
+        logits, y
+    )
 
 
-def train_inductive(model: nn.Module, train: Sequence, val: Sequence, test: Sequence,
-                    config: InductiveTrainConfig | None = None) -> InductiveResult:
+def train_inductive(
+    model: nn.Module,
+    train: Sequence,
+    val: Sequence,
+    test: Sequence,
+    config: InductiveTrainConfig | None = None,
+) -> InductiveResult:
     """Train a multi-label node classifier on the graphs of ``train``; choose and test it on unseen graphs.
 
     Each epoch shuffles the training graphs (with torch's global generator) and takes one Adam
@@ -441,23 +587,36 @@ def train_inductive(model: nn.Module, train: Sequence, val: Sequence, test: Sequ
     """
     config = config or InductiveTrainConfig()
     device = next(model.parameters()).device
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    history: dict[str, list[float]] = {k: [] for k in ("train_loss", "val_loss", "val_f1", "test_f1")}
+    opt = torch.optim.Adam(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    history: dict[str, list[float]] = {
+        k: [] for k in ("train_loss", "val_loss", "val_f1", "test_f1")
+    }
     stopper, kept = PatienceStop(config.patience), None
     for epoch in range(1, config.epochs + 1):
         model.train()
         order = torch.randperm(len(train)).tolist()
         total, count = 0.0, 0
         for b in range(0, len(order), config.batch_size):
-            x, edge_index, y = (t.to(device) for t in collate([train[i] for i in order[b:b + config.batch_size]]))
+            x, edge_index, y = (
+                t.to(device)
+                for t in collate(
+                    [train[i] for i in order[b : b + config.batch_size]]
+                )
+            )
             opt.zero_grad(set_to_none=True)
             loss = F.binary_cross_entropy_with_logits(model(x, edge_index), y)
             loss.backward()
             opt.step()
             total, count = total + loss.item() * len(y), count + len(y)
         val_loss, val_f1 = evaluate_multilabel(model, val, device)
-        for k, v in (("train_loss", total / count), ("val_loss", val_loss), ("val_f1", val_f1),
-                     ("test_f1", evaluate_multilabel(model, test, device)[1])):
+        for k, v in (
+            ("train_loss", total / count),
+            ("val_loss", val_loss),
+            ("val_f1", val_f1),
+            ("test_f1", evaluate_multilabel(model, test, device)[1]),
+        ):
             history[k].append(v)
         keep, stop = stopper.update(val_f1, val_loss)
         if keep:
@@ -468,14 +627,21 @@ def train_inductive(model: nn.Module, train: Sequence, val: Sequence, test: Sequ
     if kept is not None:
         model.load_state_dict(kept[1])
     model.eval()
-    return InductiveResult(test_f1=history["test_f1"][epoch_kept - 1], val_f1=history["val_f1"][epoch_kept - 1],
-                           epochs=len(history["val_f1"]), kept_epoch=epoch_kept, history=history)
+    return InductiveResult(
+        test_f1=history["test_f1"][epoch_kept - 1],
+        val_f1=history["val_f1"][epoch_kept - 1],
+        epochs=len(history["val_f1"]),
+        kept_epoch=epoch_kept,
+        history=history,
+    )
 
 
 # --- what attention learns -------------------------------------------------------------------
 
 
-def attention_entropy(alpha: Tensor, index: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
+def attention_entropy(
+    alpha: Tensor, index: Tensor, num_nodes: int
+) -> tuple[Tensor, Tensor]:
     r"""Entropy of each node's attention distribution, and of the uniform one over the same neighbours.
 
     :math:`H_i = -\sum_j \alpha_{ij} \log \alpha_{ij}` against :math:`\log |\mathcal N(i) \cup \{i\}|`:
@@ -485,7 +651,15 @@ def attention_entropy(alpha: Tensor, index: Tensor, num_nodes: int) -> tuple[Ten
         alpha: (E, H) coefficients, index: (E,) the node each edge points into.
         output: two tensors (N, H) and (N, 1).
     """
-    plogp = torch.where(alpha > 0, alpha * alpha.clamp_min(1e-30).log(), torch.zeros_like(alpha))
-    entropy = -alpha.new_zeros((num_nodes,) + tuple(alpha.shape[1:])).index_add_(0, index, plogp)
-    degree = alpha.new_zeros(num_nodes).index_add_(0, index, torch.ones_like(index, dtype=alpha.dtype))
+    plogp = torch.where(
+        alpha > 0,
+        alpha * alpha.clamp_min(1e-30).log(),
+        torch.zeros_like(alpha),
+    )
+    entropy = -alpha.new_zeros(
+        (num_nodes,) + tuple(alpha.shape[1:])
+    ).index_add_(0, index, plogp)
+    degree = alpha.new_zeros(num_nodes).index_add_(
+        0, index, torch.ones_like(index, dtype=alpha.dtype)
+    )
     return entropy, degree.clamp_min(1).log().unsqueeze(-1)

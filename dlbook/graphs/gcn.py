@@ -56,12 +56,26 @@ def check_edge_index(edge_index: Tensor, num_nodes: int) -> Tensor:
             the message names the offending value.
     """
     if not isinstance(edge_index, Tensor):
-        raise TypeError(f"edge_index must be a torch.Tensor of shape (2, num_edges), got {type(edge_index).__name__}")
-    if edge_index.dtype.is_floating_point or edge_index.dtype.is_complex or edge_index.dtype == torch.bool:
-        raise ValueError(f"edge_index must hold integer node ids, got dtype {edge_index.dtype}")
+        raise TypeError(
+            f"edge_index must be a torch.Tensor of shape (2, num_edges), got {type(edge_index).__name__}"
+        )
+    if (
+        edge_index.dtype.is_floating_point
+        or edge_index.dtype.is_complex
+        or edge_index.dtype == torch.bool
+    ):
+        raise ValueError(
+            f"edge_index must hold integer node ids, got dtype {edge_index.dtype}"
+        )
     if edge_index.dim() != 2 or edge_index.size(0) != 2:
-        hint = " (it looks like (num_edges, 2): pass edge_index.t())" if edge_index.dim() == 2 and edge_index.size(1) == 2 else ""
-        raise ValueError(f"edge_index must have shape (2, num_edges), got {tuple(edge_index.shape)}{hint}")
+        hint = (
+            " (it looks like (num_edges, 2): pass edge_index.t())"
+            if edge_index.dim() == 2 and edge_index.size(1) == 2
+            else ""
+        )
+        raise ValueError(
+            f"edge_index must have shape (2, num_edges), got {tuple(edge_index.shape)}{hint}"
+        )
     if edge_index.numel() > 0:
         lo, hi = int(edge_index.min()), int(edge_index.max())
         if lo < 0 or hi >= num_nodes:
@@ -74,7 +88,10 @@ def check_edge_index(edge_index: Tensor, num_nodes: int) -> Tensor:
 
 
 def add_remaining_self_loops(
-    edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int, fill_value: float = 1.0
+    edge_index: Tensor,
+    edge_weight: Tensor | None,
+    num_nodes: int,
+    fill_value: float = 1.0,
 ) -> tuple[Tensor, Tensor | None]:
     """Give every node exactly one self-loop: Â = A + I.
 
@@ -88,7 +105,9 @@ def add_remaining_self_loops(
     """
     src, dst = edge_index
     keep = src != dst
-    loops = torch.arange(num_nodes, device=edge_index.device).repeat(2, 1)  # (2, N)
+    loops = torch.arange(num_nodes, device=edge_index.device).repeat(
+        2, 1
+    )  # (2, N)
     out_index = torch.cat([edge_index[:, keep], loops], dim=1)
     if edge_weight is None:
         return out_index, None
@@ -125,16 +144,24 @@ def gcn_norm(
         ``d̂_j^{-1/2} Â_ij d̂_i^{-1/2}``.
     """
     if add_self_loops:
-        edge_index, edge_weight = add_remaining_self_loops(edge_index, edge_weight, num_nodes, 2.0 if improved else 1.0)
+        edge_index, edge_weight = add_remaining_self_loops(
+            edge_index, edge_weight, num_nodes, 2.0 if improved else 1.0
+        )
     if edge_weight is None:
-        edge_weight = torch.ones(edge_index.size(1), dtype=dtype, device=edge_index.device)
+        edge_weight = torch.ones(
+            edge_index.size(1), dtype=dtype, device=edge_index.device
+        )
     src, dst = edge_index
-    deg = edge_weight.new_zeros(num_nodes).index_add_(0, dst, edge_weight)  # d̂_i = Σ_j Â_ij
+    deg = edge_weight.new_zeros(num_nodes).index_add_(
+        0, dst, edge_weight
+    )  # d̂_i = Σ_j Â_ij
     deg_inv_sqrt = deg.pow(-0.5).masked_fill_(deg == 0, 0.0)
     return edge_index, deg_inv_sqrt[src] * edge_weight * deg_inv_sqrt[dst]
 
 
-def propagate(x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+def propagate(
+    x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None
+) -> Tensor:
     """Sum the (weighted) messages of each node's in-neighbours: ``out_i = Σ_{(j,i)} w_ji x_j``.
 
     Gathers the source rows (``index_select``), scales them, and adds them into the target
@@ -149,7 +176,9 @@ def propagate(x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) 
     src, dst = edge_index
     messages = x.index_select(0, src)  # (E, *)
     if edge_weight is not None:
-        messages = messages * edge_weight.view(edge_weight.shape + (1,) * (messages.dim() - edge_weight.dim()))
+        messages = messages * edge_weight.view(
+            edge_weight.shape + (1,) * (messages.dim() - edge_weight.dim())
+        )
     return x.new_zeros(x.shape).index_add_(0, dst, messages)
 
 
@@ -164,7 +193,9 @@ def sparse_features(x: Tensor) -> Tensor:
     layout.
     """
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        warnings.filterwarnings(
+            "ignore", message="Sparse CSR tensor support is in beta"
+        )
         return x.to_sparse_csr()
 
 
@@ -177,13 +208,25 @@ def feature_dropout(x: Tensor, p: float, training: bool) -> Tensor:
     """
     if not training or p == 0.0:
         return x
-    if x.layout == torch.sparse_csr:  # same structure, new values: nothing to check
-        return torch.sparse_csr_tensor(x.crow_indices(), x.col_indices(), F.dropout(x.values(), p), x.shape,
-                                       check_invariants=False)
+    if (
+        x.layout == torch.sparse_csr
+    ):  # same structure, new values: nothing to check
+        return torch.sparse_csr_tensor(
+            x.crow_indices(),
+            x.col_indices(),
+            F.dropout(x.values(), p),
+            x.shape,
+            check_invariants=False,
+        )
     if x.layout == torch.sparse_coo:
         x = x.coalesce()
-        return torch.sparse_coo_tensor(x.indices(), F.dropout(x.values(), p), x.shape, is_coalesced=True,
-                                       check_invariants=False)
+        return torch.sparse_coo_tensor(
+            x.indices(),
+            F.dropout(x.values(), p),
+            x.shape,
+            is_coalesced=True,
+            check_invariants=False,
+        )
     return F.dropout(x, p)
 
 
@@ -233,21 +276,32 @@ class GCNConv(nn.Module):
     ):
         super().__init__()
         if add_self_loops and not normalize:
-            raise ValueError("add_self_loops=True needs normalize=True (as in PyG's GCNConv)")
+            raise ValueError(
+                "add_self_loops=True needs normalize=True (as in PyG's GCNConv)"
+            )
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.improved, self.add_self_loops, self.normalize, self.cached = improved, add_self_loops, normalize, cached
+        self.improved, self.add_self_loops, self.normalize, self.cached = (
+            improved,
+            add_self_loops,
+            normalize,
+            cached,
+        )
         self.lin = nn.Linear(in_channels, out_channels, bias=False)
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self._cache: tuple[Tensor, Tensor] | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.xavier_uniform_(self.lin.weight)  # Glorot & Bengio, as in both papers' code
+        nn.init.xavier_uniform_(
+            self.lin.weight
+        )  # Glorot & Bengio, as in both papers' code
         if self.bias is not None:
             nn.init.zeros_(self.bias)
         self._cache = None
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None
+    ) -> Tensor:
         num_nodes = x.size(0)
         if self._cache is not None:
             edge_index, edge_weight = self._cache
@@ -255,8 +309,12 @@ class GCNConv(nn.Module):
             edge_index = check_edge_index(edge_index, num_nodes)
             if self.normalize:
                 edge_index, edge_weight = gcn_norm(
-                    edge_index, num_nodes, edge_weight,
-                    add_self_loops=self.add_self_loops, improved=self.improved, dtype=self.lin.weight.dtype,
+                    edge_index,
+                    num_nodes,
+                    edge_weight,
+                    add_self_loops=self.add_self_loops,
+                    improved=self.improved,
+                    dtype=self.lin.weight.dtype,
                 )
                 if self.cached:
                     self._cache = (edge_index, edge_weight)
@@ -275,7 +333,9 @@ class GCNConfig:
     """The architecture of Kipf & Welling's GCN (their values are the defaults)."""
 
     hidden: int = 16  # hidden units per layer
-    num_layers: int = 2  # graph convolutions; 2 reaches each node's 2-hop neighbourhood
+    num_layers: int = (
+        2  # graph convolutions; 2 reaches each node's 2-hop neighbourhood
+    )
     dropout: float = 0.5  # dropout on the input of every layer
 
 
@@ -303,26 +363,50 @@ class GCN(nn.Module):
         x: (N, F), dense or sparse; edge_index: (2, E); output: (N, C) logits.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, config: GCNConfig | None = None, conv: Conv = GCNConv):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        config: GCNConfig | None = None,
+        conv: Conv = GCNConv,
+    ):
         super().__init__()
         self.config = config = config or GCNConfig()
         if config.num_layers < 1:
-            raise ValueError(f"num_layers must be at least 1, got {config.num_layers}")
-        sizes = [in_channels] + [config.hidden] * (config.num_layers - 1) + [out_channels]
-        self.convs = nn.ModuleList(conv(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+            raise ValueError(
+                f"num_layers must be at least 1, got {config.num_layers}"
+            )
+        sizes = (
+            [in_channels]
+            + [config.hidden] * (config.num_layers - 1)
+            + [out_channels]
+        )
+        self.convs = nn.ModuleList(
+            conv(a, b) for a, b in zip(sizes[:-1], sizes[1:])
+        )
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
         for k, conv in enumerate(self.convs):
-            x = conv(feature_dropout(x, self.config.dropout, self.training), edge_index)
+            x = conv(
+                feature_dropout(x, self.config.dropout, self.training),
+                edge_index,
+            )
             if k < len(self.convs) - 1:
                 x = F.relu(x)
         return x
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         """Optimizer groups: Kipf & Welling put weight decay on the first layer's weight only."""
-        first = [p for n, p in self.convs[0].named_parameters() if not n.endswith("bias")]
+        first = [
+            p
+            for n, p in self.convs[0].named_parameters()
+            if not n.endswith("bias")
+        ]
         rest = [p for p in self.parameters() if all(p is not q for q in first)]
-        return [dict(params=first, weight_decay=weight_decay), dict(params=rest, weight_decay=0.0)]
+        return [
+            dict(params=first, weight_decay=weight_decay),
+            dict(params=rest, weight_decay=0.0),
+        ]
 
 
 class MLP(GCN):
@@ -331,7 +415,12 @@ class MLP(GCN):
     It ignores ``edge_index``; it is the baseline that shows what the graph adds.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, config: GCNConfig | None = None):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        config: GCNConfig | None = None,
+    ):
         super().__init__(in_channels, out_channels, config, conv=_Linear)
 
 
@@ -351,7 +440,9 @@ class TrainConfig:
     """Full-batch semi-supervised training (defaults: Kipf & Welling's GCN protocol)."""
 
     lr: float = 0.01  # Adam's learning rate
-    weight_decay: float = 5e-4  # L2 penalty on the parameters the model's param_groups names
+    weight_decay: float = (
+        5e-4  # L2 penalty on the parameters the model's param_groups names
+    )
     epochs: int = 200  # the most epochs to train
     stopping: str = "window"  # "window" (Kipf & Welling), "patience" (Velickovic et al.) or "none"
     patience: int = 10  # "window": its length; "patience": epochs without improvement before stopping
@@ -359,7 +450,9 @@ class TrainConfig:
 
 STOPPING = ("window", "patience", "none")
 
-GCN_PROTOCOL = TrainConfig(lr=0.01, weight_decay=5e-4, epochs=200, stopping="window", patience=10)
+GCN_PROTOCOL = TrainConfig(
+    lr=0.01, weight_decay=5e-4, epochs=200, stopping="window", patience=10
+)
 """Kipf & Welling's training: Adam at 0.01, weight decay 5e-4, at most 200 epochs, window of 10."""
 
 
@@ -377,7 +470,9 @@ class NodeResult:
     epochs: int  # epochs trained
     kept_epoch: int  # the epoch (1-based) whose model was kept and tested
     history: dict[str, list[float]] = field(repr=False)
-    model: nn.Module | None = field(default=None, repr=False, compare=False)  # the kept model, in eval mode
+    model: nn.Module | None = field(
+        default=None, repr=False, compare=False
+    )  # the kept model, in eval mode
 
 
 class PatienceStop:
@@ -389,13 +484,21 @@ class PatienceStop:
     """
 
     def __init__(self, patience: int):
-        self.patience, self.best_score, self.best_loss, self.waited = patience, -math.inf, math.inf, 0
+        self.patience, self.best_score, self.best_loss, self.waited = (
+            patience,
+            -math.inf,
+            math.inf,
+            0,
+        )
 
     def update(self, score: float, loss: float) -> tuple[bool, bool]:
         """Returns ``(keep, stop)`` for this epoch."""
         if score >= self.best_score or loss <= self.best_loss:
             keep = score >= self.best_score and loss <= self.best_loss
-            self.best_score, self.best_loss = max(self.best_score, score), min(self.best_loss, loss)
+            self.best_score, self.best_loss = (
+                max(self.best_score, score),
+                min(self.best_loss, loss),
+            )
             self.waited = 0
             return keep, False
         self.waited += 1
@@ -406,7 +509,9 @@ def _accuracy(logits: Tensor, y: Tensor) -> float:
     return (logits.argmax(-1) == y).float().mean().item()
 
 
-def train_node_classifier(model: nn.Module, data, config: TrainConfig | None = None) -> NodeResult:
+def train_node_classifier(
+    model: nn.Module, data, config: TrainConfig | None = None
+) -> NodeResult:
     """Train ``model`` on the labelled nodes of one graph, full batch, with Adam.
 
     Every epoch is one gradient step on the cross-entropy of the training nodes, then an
@@ -431,17 +536,31 @@ def train_node_classifier(model: nn.Module, data, config: TrainConfig | None = N
     """
     config = config or TrainConfig()
     if config.stopping not in STOPPING:
-        raise ValueError(f"stopping must be one of {', '.join(STOPPING)}, got {config.stopping!r}")
-    groups = (model.param_groups(config.weight_decay) if hasattr(model, "param_groups")
-              else [dict(params=list(model.parameters()), weight_decay=config.weight_decay)])
+        raise ValueError(
+            f"stopping must be one of {', '.join(STOPPING)}, got {config.stopping!r}"
+        )
+    groups = (
+        model.param_groups(config.weight_decay)
+        if hasattr(model, "param_groups")
+        else [
+            dict(
+                params=list(model.parameters()),
+                weight_decay=config.weight_decay,
+            )
+        ]
+    )
     opt = torch.optim.Adam(groups, lr=config.lr)
     x, edge_index, y = data.x, data.edge_index, data.y
-    history: dict[str, list[float]] = {k: [] for k in ("train_loss", "val_loss", "val_acc", "test_acc")}
+    history: dict[str, list[float]] = {
+        k: [] for k in ("train_loss", "val_loss", "val_acc", "test_acc")
+    }
     stopper, kept, kept_state = PatienceStop(config.patience), 0, None
     for epoch in range(1, config.epochs + 1):
         model.train()
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x, edge_index)[data.train_mask], y[data.train_mask])
+        loss = F.cross_entropy(
+            model(x, edge_index)[data.train_mask], y[data.train_mask]
+        )
         loss.backward()
         opt.step()
         model.eval()
@@ -449,13 +568,19 @@ def train_node_classifier(model: nn.Module, data, config: TrainConfig | None = N
             out = model(x, edge_index)
         val_loss = F.cross_entropy(out[data.val_mask], y[data.val_mask]).item()
         val_acc = _accuracy(out[data.val_mask], y[data.val_mask])
-        for k, v in (("train_loss", loss.item()), ("val_loss", val_loss), ("val_acc", val_acc),
-                     ("test_acc", _accuracy(out[data.test_mask], y[data.test_mask]))):
+        for k, v in (
+            ("train_loss", loss.item()),
+            ("val_loss", val_loss),
+            ("val_acc", val_acc),
+            ("test_acc", _accuracy(out[data.test_mask], y[data.test_mask])),
+        ):
             history[k].append(v)
         kept = epoch
         if config.stopping == "window":
-            past = history["val_loss"][-config.patience - 1:-1]
-            if epoch > config.patience + 1 and val_loss > sum(past) / len(past):
+            past = history["val_loss"][-config.patience - 1 : -1]
+            if epoch > config.patience + 1 and val_loss > sum(past) / len(
+                past
+            ):
                 break
         elif config.stopping == "patience":
             keep, stop = stopper.update(val_acc, val_loss)
@@ -468,12 +593,18 @@ def train_node_classifier(model: nn.Module, data, config: TrainConfig | None = N
         model.load_state_dict(kept_state[1])
     model.eval()
     return NodeResult(
-        test_acc=history["test_acc"][kept - 1], val_acc=history["val_acc"][kept - 1],
-        epochs=len(history["val_loss"]), kept_epoch=kept, history=history, model=model,
+        test_acc=history["test_acc"][kept - 1],
+        val_acc=history["val_acc"][kept - 1],
+        epochs=len(history["val_loss"]),
+        kept_epoch=kept,
+        history=history,
+        model=model,
     )
 
 
-def train_seeds(make_model: Callable[[], nn.Module], data, config: TrainConfig, seeds) -> list[NodeResult]:
+def train_seeds(
+    make_model: Callable[[], nn.Module], data, config: TrainConfig, seeds
+) -> list[NodeResult]:
     """Train a fresh ``make_model()`` once per seed (seeding everything first); one result per seed."""
     results = []
     for seed in seeds:

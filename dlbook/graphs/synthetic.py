@@ -64,32 +64,58 @@ def csbm(
 
     _check_fraction("noise", noise)
     if num_classes < 2 or num_features < num_classes:
-        raise ValueError(f"need num_classes >= 2 and num_features >= num_classes, got {num_classes} and {num_features}")
+        raise ValueError(
+            f"need num_classes >= 2 and num_features >= num_classes, got {num_classes} and {num_features}"
+        )
     if train_per_class * num_classes + num_val >= num_nodes:
-        raise ValueError(f"num_nodes={num_nodes} leaves no test nodes after {train_per_class} per class and {num_val} validation")
+        raise ValueError(
+            f"num_nodes={num_nodes} leaves no test nodes after {train_per_class} per class and {num_val} validation"
+        )
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(num_classes, (num_nodes,), generator=g)
-    means = torch.linalg.qr(torch.randn(num_features, num_classes, generator=g))[0].T * signal  # (K, F) orthonormal rows
+    means = (
+        torch.linalg.qr(torch.randn(num_features, num_classes, generator=g))[
+            0
+        ].T
+        * signal
+    )  # (K, F) orthonormal rows
     x = means[y] + torch.randn(num_nodes, num_features, generator=g)
 
     members = [torch.nonzero(y == c).flatten() for c in range(num_classes)]
     num_edges = int(num_nodes * avg_degree / 2)
     src = torch.randint(num_nodes, (num_edges,), generator=g)
     inter = torch.rand(num_edges, generator=g) < noise
-    shift = torch.randint(1, num_classes, (num_edges,), generator=g)  # another class, uniformly
+    shift = torch.randint(
+        1, num_classes, (num_edges,), generator=g
+    )  # another class, uniformly
     target_class = torch.where(inter, (y[src] + shift) % num_classes, y[src])
     dst = torch.empty_like(src)
     for c in range(num_classes):
         pick = target_class == c
-        dst[pick] = members[c][torch.randint(len(members[c]), (int(pick.sum()),), generator=g)]
+        dst[pick] = members[c][
+            torch.randint(len(members[c]), (int(pick.sum()),), generator=g)
+        ]
     edge_index = _undirected(src, dst, num_nodes)
 
     order = torch.randperm(num_nodes, generator=g)
-    train = torch.cat([order[y[order] == c][:train_per_class] for c in range(num_classes)])
+    train = torch.cat(
+        [order[y[order] == c][:train_per_class] for c in range(num_classes)]
+    )
     rest = order[~torch.isin(order, train)]
     masks = [torch.zeros(num_nodes, dtype=torch.bool) for _ in range(3)]
-    masks[0][train], masks[1][rest[:num_val]], masks[2][rest[num_val:]] = True, True, True
-    return Data(x=x, edge_index=edge_index, y=y, train_mask=masks[0], val_mask=masks[1], test_mask=masks[2])
+    masks[0][train], masks[1][rest[:num_val]], masks[2][rest[num_val:]] = (
+        True,
+        True,
+        True,
+    )
+    return Data(
+        x=x,
+        edge_index=edge_index,
+        y=y,
+        train_mask=masks[0],
+        val_mask=masks[1],
+        test_mask=masks[2],
+    )
 
 
 def edge_homophily(edge_index: Tensor, y: Tensor) -> float:
@@ -131,32 +157,60 @@ def multilabel_graphs(
 
     _check_fraction("homophily", homophily)
     if num_graphs < 1 or nodes[0] < 2 or nodes[1] < nodes[0]:
-        raise ValueError(f"need num_graphs >= 1 and 2 <= nodes[0] <= nodes[1], got {num_graphs} and {nodes}")
+        raise ValueError(
+            f"need num_graphs >= 1 and 2 <= nodes[0] <= nodes[1], got {num_graphs} and {nodes}"
+        )
     rules = torch.Generator().manual_seed(seed)
-    P = torch.randn(num_types, num_features, generator=rules) * 2.5 - 1.5  # (T, F) feature logits per type
-    A = torch.randn(num_types, num_labels, generator=rules) * 0.5 - 0.5  # (T, L) own-type effect
-    B = torch.randn(num_types, num_labels, generator=rules) * 3.0  # (T, L) neighbourhood effect
+    P = (
+        torch.randn(num_types, num_features, generator=rules) * 2.5 - 1.5
+    )  # (T, F) feature logits per type
+    A = (
+        torch.randn(num_types, num_labels, generator=rules) * 0.5 - 0.5
+    )  # (T, L) own-type effect
+    B = (
+        torch.randn(num_types, num_labels, generator=rules) * 3.0
+    )  # (T, L) neighbourhood effect
 
     g = torch.Generator().manual_seed(10_000 + graph_seed)
     graphs = []
     for _ in range(num_graphs):
         n = int(torch.randint(nodes[0], nodes[1] + 1, (1,), generator=g))
         z = torch.randint(num_types, (n,), generator=g)
-        activity = torch.exp(torch.randn(n, generator=g))  # log-normal: a few hubs
+        activity = torch.exp(
+            torch.randn(n, generator=g)
+        )  # log-normal: a few hubs
         m = int(n * avg_degree / 2)
         src = torch.multinomial(activity, m, replacement=True, generator=g)
-        dst = torch.multinomial(activity, m, replacement=True, generator=g)  # uniform partner (by activity)
+        dst = torch.multinomial(
+            activity, m, replacement=True, generator=g
+        )  # uniform partner (by activity)
         same = torch.rand(m, generator=g) < homophily
         for t in range(num_types):  # partners of the same type, by activity
             pick = same & (z[src] == t)
             idx = torch.nonzero(z == t).flatten()
             if pick.any() and len(idx) > 0:
-                dst[pick] = idx[torch.multinomial(activity[idx], int(pick.sum()), replacement=True, generator=g)]
+                dst[pick] = idx[
+                    torch.multinomial(
+                        activity[idx],
+                        int(pick.sum()),
+                        replacement=True,
+                        generator=g,
+                    )
+                ]
         edge_index = _undirected(src, dst, n)
         onehot = torch.nn.functional.one_hot(z, num_types).float()
-        deg = torch.zeros(n).index_add_(0, edge_index[1], torch.ones(edge_index.size(1)))
-        c = torch.zeros(n, num_types).index_add_(0, edge_index[1], onehot[edge_index[0]]) / deg.clamp_min(1)[:, None]
+        deg = torch.zeros(n).index_add_(
+            0, edge_index[1], torch.ones(edge_index.size(1))
+        )
+        c = (
+            torch.zeros(n, num_types).index_add_(
+                0, edge_index[1], onehot[edge_index[0]]
+            )
+            / deg.clamp_min(1)[:, None]
+        )
         x = torch.bernoulli(torch.sigmoid(P[z]), generator=g)
-        y = (A[z] + c @ B + 0.5 * torch.randn(n, num_labels, generator=g) > 0).float()
+        y = (
+            A[z] + c @ B + 0.5 * torch.randn(n, num_labels, generator=g) > 0
+        ).float()
         graphs.append(Data(x=x, edge_index=edge_index, y=y))
     return graphs

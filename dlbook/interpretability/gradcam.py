@@ -29,12 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Target = Union[int, Sequence[int], torch.Tensor, None]  # one class, one per image, or the top one
+Target = Union[
+    int, Sequence[int], torch.Tensor, None
+]  # one class, one per image, or the top one
 
 # --- finding the layer ----------------------------------------------------------------------
 
 
-def resolve_layer(model: nn.Module, layer: nn.Module | str) -> tuple[str, nn.Module]:
+def resolve_layer(
+    model: nn.Module, layer: nn.Module | str
+) -> tuple[str, nn.Module]:
     """The ``(dotted name, module)`` of ``layer`` in ``model``; ``layer`` is a module or a dotted name.
 
     Raises:
@@ -58,11 +62,17 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str) -> tuple[str, nn.Mod
                 f"its last convolutional layers are: {_conv_names(model)}"
             )
         return names[id(layer)], layer
-    raise TypeError(f"target_layer must be an nn.Module or a dotted name, got {type(layer).__name__}")
+    raise TypeError(
+        f"target_layer must be an nn.Module or a dotted name, got {type(layer).__name__}"
+    )
 
 
 def _conv_names(model: nn.Module, last: int = 5) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd)][-last:]
+    return [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, nn.modules.conv._ConvNd)
+    ][-last:]
 
 
 # --- capturing activations ------------------------------------------------------------------
@@ -84,7 +94,11 @@ class _Capture:
                 "(a module reused inside the model); choose a layer that runs once"
             )
         if not isinstance(output, torch.Tensor) or output.ndim != 4:
-            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            shape = (
+                tuple(output.shape)
+                if isinstance(output, torch.Tensor)
+                else type(output).__name__
+            )
             raise ValueError(
                 f"target_layer {self.name!r} ({type(module).__name__}) outputs {shape}; CAM methods "
                 "need a convolutional feature map of shape (B, K, H, W)"
@@ -149,7 +163,9 @@ class BaseCAM:
         self.model = model.eval()
         self.layer_name, self.layer = resolve_layer(model, target_layer)
 
-    def weights(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    def weights(
+        self, activations: torch.Tensor, grads: torch.Tensor
+    ) -> torch.Tensor:
         """The weights :math:`\\alpha_k^c` (B, K) from activations and gradients (B, K, h, w)."""
         raise NotImplementedError
 
@@ -166,14 +182,18 @@ class BaseCAM:
                 f"target must be one class or one per image ({batch}), got {t.numel()} values"
             )
         if (t < 0).any() or (t >= classes).any():
-            raise ValueError(f"target classes must lie in [0, {classes}), got {t.tolist()}")
+            raise ValueError(
+                f"target classes must lie in [0, {classes}), got {t.tolist()}"
+            )
         return t
 
     def __call__(self, x: torch.Tensor, target: Target = None) -> CAMResult:
         """Explain ``target`` (default: each image's top prediction) for the batch ``x``."""
         if not isinstance(x, torch.Tensor) or x.ndim != 4:
             shape = getattr(x, "shape", type(x))
-            raise ValueError(f"x must be a batch of images (B, C, H, W), got {shape}")
+            raise ValueError(
+                f"x must be a batch of images (B, C, H, W), got {shape}"
+            )
         device = next(self.model.parameters()).device
         # A leaf that needs a gradient keeps the graph even when the weights are frozen.
         x = x.to(device).detach().requires_grad_(True)
@@ -185,8 +205,15 @@ class BaseCAM:
             (grads,) = torch.autograd.grad(score, cap.activation)
         activations = cap.activation.detach()  # (B, K, h, w)
         alpha = self.weights(activations, grads)  # (B, K)
-        raw = F.relu((alpha[:, :, None, None] * activations).sum(dim=1))  # (B, h, w)
-        up = F.interpolate(_minmax(raw)[:, None], x.shape[-2:], mode="bilinear", align_corners=False)
+        raw = F.relu(
+            (alpha[:, :, None, None] * activations).sum(dim=1)
+        )  # (B, h, w)
+        up = F.interpolate(
+            _minmax(raw)[:, None],
+            x.shape[-2:],
+            mode="bilinear",
+            align_corners=False,
+        )
         maps = _minmax(up[:, 0])  # (B, H, W), scaled as pytorch-grad-cam does
         return CAMResult(maps, raw, alpha, targets, logits.detach())
 
@@ -205,7 +232,9 @@ class GradCAM(BaseCAM):
     .. math:: \\alpha_k^c = \\frac{1}{Z} \\sum_i \\sum_j \\frac{\\partial y^c}{\\partial A^k_{ij}}.
     """
 
-    def weights(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    def weights(
+        self, activations: torch.Tensor, grads: torch.Tensor
+    ) -> torch.Tensor:
         return grads.mean(dim=(2, 3))
 
 
@@ -221,7 +250,9 @@ class GradCAMPlusPlus(BaseCAM):
 
     eps = 1e-6  # keeps the denominator away from zero, as pytorch-grad-cam
 
-    def weights(self, activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    def weights(
+        self, activations: torch.Tensor, grads: torch.Tensor
+    ) -> torch.Tensor:
         g2 = grads**2
         g3 = g2 * grads
         sum_a = activations.sum(dim=(2, 3), keepdim=True)
@@ -273,7 +304,9 @@ def guided_relus(model: nn.Module) -> Iterator[int]:
             h.remove()
 
 
-def guided_backprop(model: nn.Module, x: torch.Tensor, target: Target = None) -> torch.Tensor:
+def guided_backprop(
+    model: nn.Module, x: torch.Tensor, target: Target = None
+) -> torch.Tensor:
     """Guided backpropagation (Springenberg et al. 2015): the input gradient of the class score
     with negative gradients stopped at every ReLU. Returns (B, C, H, W).
 
@@ -284,9 +317,13 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, target: Target = None) ->
     x = x.to(next(model.parameters()).device).detach().requires_grad_(True)
     with guided_relus(model) as n, torch.enable_grad():
         if n == 0:
-            raise ValueError(f"{type(model).__name__} has no nn.ReLU or nn.ReLU6 module to guide")
+            raise ValueError(
+                f"{type(model).__name__} has no nn.ReLU or nn.ReLU6 module to guide"
+            )
         logits = model(x)
-        t = BaseCAM._targets(target, logits)  # same target rules as the CAM methods
+        t = BaseCAM._targets(
+            target, logits
+        )  # same target rules as the CAM methods
         (grad,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), x)
     return grad
 
@@ -297,7 +334,10 @@ class GuidedGradCAM(GradCAM):
 
     def __call__(self, x, target=None) -> CAMResult:
         result = super().__call__(x, target)
-        result.guided = guided_backprop(self.model, x, result.targets) * result.maps[:, None]
+        result.guided = (
+            guided_backprop(self.model, x, result.targets)
+            * result.maps[:, None]
+        )
         return result
 
 
@@ -309,7 +349,9 @@ def randomize_(module: nn.Module, seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for m in module.modules():
-            if hasattr(m, "reset_parameters"):  # BatchNorm's also resets its running statistics
+            if hasattr(
+                m, "reset_parameters"
+            ):  # BatchNorm's also resets its running statistics
                 m.reset_parameters()
     return module
 
@@ -339,10 +381,14 @@ def cascading_randomization(
         ``[("original", maps), (stage_1, maps), ...]``.
     """
     if explain is None:
-        raise ValueError("explain must be given: a function (model, x, targets) -> maps (B, H, W)")
+        raise ValueError(
+            "explain must be given: a function (model, x, targets) -> maps (B, H, W)"
+        )
     model = copy.deepcopy(model).eval()
     with torch.no_grad():
-        targets = BaseCAM._targets(target, model(x.to(next(model.parameters()).device)))
+        targets = BaseCAM._targets(
+            target, model(x.to(next(model.parameters()).device))
+        )
     out = [("original", explain(model, x, targets))]
     for i, stage in enumerate(stages):
         names = [stage] if isinstance(stage, str) else list(stage)
@@ -360,8 +406,15 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     from scipy.stats import spearmanr
 
     out = []
-    for m1, m2 in zip(a.detach().cpu().flatten(1).numpy(), b.detach().cpu().flatten(1).numpy()):
-        out.append(np.nan if m1.std() == 0 or m2.std() == 0 else spearmanr(m1, m2).statistic)
+    for m1, m2 in zip(
+        a.detach().cpu().flatten(1).numpy(),
+        b.detach().cpu().flatten(1).numpy(),
+    ):
+        out.append(
+            np.nan
+            if m1.std() == 0 or m2.std() == 0
+            else spearmanr(m1, m2).statistic
+        )
     return np.asarray(out)
 
 
@@ -382,7 +435,9 @@ class SmallCNN(nn.Module):
     def __init__(self, num_classes: int = 10, width: int = 16):
         super().__init__()
 
-        def block(i: int, c_in: int, c_out: int) -> list[tuple[str, nn.Module]]:
+        def block(
+            i: int, c_in: int, c_out: int
+        ) -> list[tuple[str, nn.Module]]:
             return [
                 (f"conv{i}", nn.Conv2d(c_in, c_out, 3, padding=1)),
                 (f"bn{i}", nn.BatchNorm2d(c_out)),
@@ -390,12 +445,19 @@ class SmallCNN(nn.Module):
             ]
 
         w = width
-        self.features = nn.Sequential(OrderedDict(
-            block(1, 1, w) + [("pool1", nn.MaxPool2d(2))]  # (B, w, 14, 14)
-            + block(2, w, 2 * w) + [("pool2", nn.MaxPool2d(2))]  # (B, 2w, 7, 7)
-            + block(3, 2 * w, 4 * w) + block(4, 4 * w, 4 * w)  # (B, 4w, 7, 7)
-        ))
+        self.features = nn.Sequential(
+            OrderedDict(
+                block(1, 1, w)
+                + [("pool1", nn.MaxPool2d(2))]  # (B, w, 14, 14)
+                + block(2, w, 2 * w)
+                + [("pool2", nn.MaxPool2d(2))]  # (B, 2w, 7, 7)
+                + block(3, 2 * w, 4 * w)
+                + block(4, 4 * w, 4 * w)  # (B, 4w, 7, 7)
+            )
+        )
         self.classifier = nn.Linear(4 * w, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).mean(dim=(2, 3)))  # global average pooling
+        return self.classifier(
+            self.features(x).mean(dim=(2, 3))
+        )  # global average pooling

@@ -37,7 +37,9 @@ def fans(weight: torch.Tensor) -> tuple[int, int]:
     outputs sees ``in * prod(kernel)`` inputs.
     """
     if weight.ndim < 2:
-        raise ValueError(f"weight must have at least 2 dimensions (out, in, ...), got shape {tuple(weight.shape)}")
+        raise ValueError(
+            f"weight must have at least 2 dimensions (out, in, ...), got shape {tuple(weight.shape)}"
+        )
     receptive = math.prod(weight.shape[2:])
     return weight.shape[1] * receptive, weight.shape[0] * receptive
 
@@ -65,8 +67,10 @@ def gain(nonlinearity: str, param: float | None = None) -> float:
         return math.sqrt(2.0 / (1 + slope**2))
     if nonlinearity == "selu":
         return 3.0 / 4
-    raise ValueError(f"nonlinearity must be one of linear, conv2d, sigmoid, tanh, relu, leaky_relu, selu; "
-                     f"got {nonlinearity!r}")
+    raise ValueError(
+        f"nonlinearity must be one of linear, conv2d, sigmoid, tanh, relu, leaky_relu, selu; "
+        f"got {nonlinearity!r}"
+    )
 
 
 def xavier_std(weight: torch.Tensor, gain_: float = 1.0) -> float:
@@ -75,40 +79,69 @@ def xavier_std(weight: torch.Tensor, gain_: float = 1.0) -> float:
     return gain_ * math.sqrt(2.0 / (fan_in + fan_out))
 
 
-def he_std(weight: torch.Tensor, nonlinearity: str = "relu", param: float | None = None, mode: str = "fan_in") -> float:
+def he_std(
+    weight: torch.Tensor,
+    nonlinearity: str = "relu",
+    param: float | None = None,
+    mode: str = "fan_in",
+) -> float:
     r"""He et al.'s standard deviation: :math:`g / \sqrt{n}`, with :math:`n` the fan-in (or fan-out)."""
     if mode not in ("fan_in", "fan_out"):
-        raise ValueError(f"mode must be 'fan_in' (preserve the forward signal) or 'fan_out' (the backward one), got {mode!r}")
+        raise ValueError(
+            f"mode must be 'fan_in' (preserve the forward signal) or 'fan_out' (the backward one), got {mode!r}"
+        )
     fan_in, fan_out = fans(weight)
-    return gain(nonlinearity, param) / math.sqrt(fan_in if mode == "fan_in" else fan_out)
+    return gain(nonlinearity, param) / math.sqrt(
+        fan_in if mode == "fan_in" else fan_out
+    )
 
 
 @torch.no_grad()
-def xavier_uniform_(weight: torch.Tensor, gain_: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def xavier_uniform_(
+    weight: torch.Tensor,
+    gain_: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     r"""Fill ``weight`` from :math:`U(-a, a)`, :math:`a = \sqrt 3\,\sigma_\text{Xavier}` (a uniform's variance is :math:`a^2/3`)."""
     a = math.sqrt(3.0) * xavier_std(weight, gain_)
     return weight.uniform_(-a, a, generator=generator)
 
 
 @torch.no_grad()
-def xavier_normal_(weight: torch.Tensor, gain_: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def xavier_normal_(
+    weight: torch.Tensor,
+    gain_: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     r"""Fill ``weight`` from :math:`N(0, \sigma_\text{Xavier}^2)`."""
     return weight.normal_(0.0, xavier_std(weight, gain_), generator=generator)
 
 
 @torch.no_grad()
-def kaiming_uniform_(weight: torch.Tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu",
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+def kaiming_uniform_(
+    weight: torch.Tensor,
+    a: float = 0.0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     r"""Fill ``weight`` from :math:`U(-b, b)`, :math:`b = \sqrt 3\,\sigma_\text{He}`; ``a`` is the leaky slope."""
     bound = math.sqrt(3.0) * he_std(weight, nonlinearity, a, mode)
     return weight.uniform_(-bound, bound, generator=generator)
 
 
 @torch.no_grad()
-def kaiming_normal_(weight: torch.Tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu",
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+def kaiming_normal_(
+    weight: torch.Tensor,
+    a: float = 0.0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     r"""Fill ``weight`` from :math:`N(0, \sigma_\text{He}^2)`; ``a`` is the leaky slope."""
-    return weight.normal_(0.0, he_std(weight, nonlinearity, a, mode), generator=generator)
+    return weight.normal_(
+        0.0, he_std(weight, nonlinearity, a, mode), generator=generator
+    )
 
 
 # --- the network of the chapter --------------------------------------------------------------
@@ -130,15 +163,25 @@ class MLPConfig:
 
     def __post_init__(self):
         if not isinstance(self.depth, int) or self.depth < 1:
-            raise ValueError(f"depth must be a positive integer, got {self.depth!r}")
+            raise ValueError(
+                f"depth must be a positive integer, got {self.depth!r}"
+            )
         if not isinstance(self.width, int) or self.width < 1:
-            raise ValueError(f"width must be a positive integer, got {self.width!r}")
+            raise ValueError(
+                f"width must be a positive integer, got {self.width!r}"
+            )
         if self.activation not in ("relu", "tanh"):
-            raise ValueError(f"activation must be 'relu' or 'tanh', got {self.activation!r}")
+            raise ValueError(
+                f"activation must be 'relu' or 'tanh', got {self.activation!r}"
+            )
         if self.init not in ("he", "xavier", "normal"):
-            raise ValueError(f"init must be 'he', 'xavier' or 'normal', got {self.init!r}")
+            raise ValueError(
+                f"init must be 'he', 'xavier' or 'normal', got {self.init!r}"
+            )
         if self.init_std <= 0:
-            raise ValueError(f"init_std must be positive, got {self.init_std!r}")
+            raise ValueError(
+                f"init_std must be positive, got {self.init_std!r}"
+            )
 
 
 class Block(nn.Module):
@@ -148,7 +191,9 @@ class Block(nn.Module):
     normalization or the identity.
     """
 
-    def __init__(self, width: int, activation: str, norm: bool, residual: bool):
+    def __init__(
+        self, width: int, activation: str, norm: bool, residual: bool
+    ):
         super().__init__()
         self.norm = nn.BatchNorm1d(width) if norm else nn.Identity()
         self.act = nn.ReLU() if activation == "relu" else nn.Tanh()
@@ -178,18 +223,27 @@ class DeepMLP(nn.Module):
         x: (B, in_features) or (B, C, H, W) with C*H*W = in_features; output: (B, num_classes).
     """
 
-    def __init__(self, config: MLPConfig, generator: torch.Generator | None = None):
+    def __init__(
+        self, config: MLPConfig, generator: torch.Generator | None = None
+    ):
         super().__init__()
         self.config = c = config
         self.stem = nn.Linear(c.in_features, c.width)
-        self.blocks = nn.ModuleList(Block(c.width, c.activation, c.norm, c.residual) for _ in range(c.depth))
+        self.blocks = nn.ModuleList(
+            Block(c.width, c.activation, c.norm, c.residual)
+            for _ in range(c.depth)
+        )
         self.head_norm = nn.BatchNorm1d(c.width) if c.norm else nn.Identity()
         self.head_act = nn.ReLU() if c.activation == "relu" else nn.Tanh()
         self.head = nn.Linear(c.width, c.num_classes)
         for i, layer in enumerate(self.linears()):
             if c.init == "he":
                 # the input layer sees pixels, not activations: it is linear
-                kaiming_normal_(layer.weight, nonlinearity="linear" if i == 0 else c.activation, generator=generator)
+                kaiming_normal_(
+                    layer.weight,
+                    nonlinearity="linear" if i == 0 else c.activation,
+                    generator=generator,
+                )
             elif c.init == "xavier":
                 xavier_normal_(layer.weight, generator=generator)
             else:
@@ -208,7 +262,9 @@ class DeepMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.flatten(1)
         if h.shape[1] != self.config.in_features:
-            raise ValueError(f"x has {h.shape[1]} features per example, the model expects {self.config.in_features}")
+            raise ValueError(
+                f"x has {h.shape[1]} features per example, the model expects {self.config.in_features}"
+            )
         h = self.stem(h)
         for block in self.blocks:
             h = block(h)
@@ -234,7 +290,9 @@ class LayerStats:
 
 
 @contextmanager
-def recording(modules: list[nn.Module]) -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor | None]]]:
+def recording(
+    modules: list[nn.Module],
+) -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor | None]]]:
     """Record each module's output, and the gradient that reaches it; the hooks are removed on exit."""
     outputs: list[torch.Tensor] = [None] * len(modules)  # type: ignore[list-item]
     grads: list[torch.Tensor | None] = [None] * len(modules)
@@ -243,10 +301,15 @@ def recording(modules: list[nn.Module]) -> Iterator[tuple[list[torch.Tensor], li
         def hook(module, inputs, output):
             outputs[i] = output.detach()
             if output.requires_grad:
-                output.register_hook(lambda g: grads.__setitem__(i, g.detach()))
+                output.register_hook(
+                    lambda g: grads.__setitem__(i, g.detach())
+                )
+
         return hook
 
-    handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(modules)]
+    handles = [
+        m.register_forward_hook(make_hook(i)) for i, m in enumerate(modules)
+    ]
     try:
         yield outputs, grads
     finally:
@@ -254,8 +317,14 @@ def recording(modules: list[nn.Module]) -> Iterator[tuple[list[torch.Tensor], li
             h.remove()
 
 
-def layer_statistics(model: DeepMLP, x: torch.Tensor, y: torch.Tensor,
-                     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy) -> LayerStats:
+def layer_statistics(
+    model: DeepMLP,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable[
+        [torch.Tensor, torch.Tensor], torch.Tensor
+    ] = F.cross_entropy,
+) -> LayerStats:
     """One forward and backward pass on ``(x, y)``, recording every layer (see :class:`LayerStats`).
 
     The model's ``.grad`` fields are overwritten; the model is left in the mode it was in.
@@ -264,9 +333,13 @@ def layer_statistics(model: DeepMLP, x: torch.Tensor, y: torch.Tensor,
     with recording(model.layers()) as (outputs, grads):
         loss_fn(model(x), y).backward()
     if any(g is None for g in grads):
-        raise RuntimeError("a hidden layer received no gradient; is the loss connected to every layer?")
+        raise RuntimeError(
+            "a hidden layer received no gradient; is the loss connected to every layer?"
+        )
     return LayerStats(
         activation_std=torch.stack([o.float().std() for o in outputs]),
         backward_std=torch.stack([g.float().std() for g in grads]),
-        weight_grad_norm=torch.stack([lin.weight.grad.norm() for lin in model.linears()]),
+        weight_grad_norm=torch.stack(
+            [lin.weight.grad.norm() for lin in model.linears()]
+        ),
     )

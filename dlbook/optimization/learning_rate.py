@@ -41,13 +41,22 @@ from torch.optim.lr_scheduler import LRScheduler
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
+        raise ValueError(
+            f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}"
+        )
 
 
 def _step_index(t: int) -> int:
     if not isinstance(t, (int, np.integer)) or t < 0:
-        raise ValueError(f"the step t must be a non-negative integer, got {t!r}")
+        raise ValueError(
+            f"the step t must be a non-negative integer, got {t!r}"
+        )
     return int(t)
 
 
@@ -92,7 +101,9 @@ class StepDecay(Schedule):
     def __post_init__(self):
         _positive("lr0", self.lr0)
         if not isinstance(self.step_size, int) or self.step_size < 1:
-            raise ValueError(f"step_size must be a positive integer, got {self.step_size!r}")
+            raise ValueError(
+                f"step_size must be a positive integer, got {self.step_size!r}"
+            )
         _positive("gamma", self.gamma)
 
     def lr(self, t: int) -> float:
@@ -139,20 +150,37 @@ class WarmupCosine(Schedule):
     def __post_init__(self):
         _positive("lr0", self.lr0)
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be a non-negative integer, got {self.warmup_steps!r}")
-        if not isinstance(self.total_steps, int) or self.total_steps <= self.warmup_steps:
-            raise ValueError(f"total_steps must be an integer larger than warmup_steps={self.warmup_steps}, "
-                             f"got {self.total_steps!r}")
+            raise ValueError(
+                f"warmup_steps must be a non-negative integer, got {self.warmup_steps!r}"
+            )
+        if (
+            not isinstance(self.total_steps, int)
+            or self.total_steps <= self.warmup_steps
+        ):
+            raise ValueError(
+                f"total_steps must be an integer larger than warmup_steps={self.warmup_steps}, "
+                f"got {self.total_steps!r}"
+            )
         if not 0 < self.start_factor <= 1:
-            raise ValueError(f"start_factor must be in (0, 1], got {self.start_factor!r}")
+            raise ValueError(
+                f"start_factor must be in (0, 1], got {self.start_factor!r}"
+            )
         _positive("min_lr", self.min_lr, allow_zero=True)
 
     def lr(self, t: int) -> float:
         t = _step_index(t)
         if t < self.warmup_steps:
-            return self.lr0 * (self.start_factor + (1 - self.start_factor) * t / self.warmup_steps)
-        progress = (t - self.warmup_steps) / (self.total_steps - self.warmup_steps)
-        return self.min_lr + (self.lr0 - self.min_lr) * (1 + math.cos(math.pi * progress)) / 2
+            return self.lr0 * (
+                self.start_factor
+                + (1 - self.start_factor) * t / self.warmup_steps
+            )
+        progress = (t - self.warmup_steps) / (
+            self.total_steps - self.warmup_steps
+        )
+        return (
+            self.min_lr
+            + (self.lr0 - self.min_lr) * (1 + math.cos(math.pi * progress)) / 2
+        )
 
 
 @dataclass
@@ -175,10 +203,14 @@ class Cyclical(Schedule):
     base_lr: float  # the lower rate, at the start of each cycle
     max_lr: float  # the upper rate, at the top of the triangle
     step_size_up: int  # steps from base_lr up to max_lr
-    step_size_down: int | None = None  # steps back down; None: the same as step_size_up
+    step_size_down: int | None = (
+        None  # steps back down; None: the same as step_size_up
+    )
     mode: str = "triangular"  # "triangular", "triangular2" or "exp_range"
     gamma: float = 1.0  # exp_range only: the amplitude decays as gamma ** t
-    cycle_momentum: bool = False  # also cycle the momentum, inversely to the rate
+    cycle_momentum: bool = (
+        False  # also cycle the momentum, inversely to the rate
+    )
     base_momentum: float = 0.8  # the momentum at the top of the triangle
     max_momentum: float = 0.9  # the momentum at the bottom
 
@@ -186,16 +218,24 @@ class Cyclical(Schedule):
         _positive("base_lr", self.base_lr, allow_zero=True)
         _positive("max_lr", self.max_lr)
         if self.mode not in ("triangular", "triangular2", "exp_range"):
-            raise ValueError(f"mode must be 'triangular', 'triangular2' or 'exp_range', got {self.mode!r}")
+            raise ValueError(
+                f"mode must be 'triangular', 'triangular2' or 'exp_range', got {self.mode!r}"
+            )
         for name in ("step_size_up", "step_size_down"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise ValueError(
+                    f"{name} must be a positive integer, got {value!r}"
+                )
 
     def _phase(self, t: int) -> tuple[int, float]:
         """(cycle number c, height h in [0, 1]) at step t."""
         up = float(self.step_size_up)
-        down = float(self.step_size_down) if self.step_size_down is not None else up
+        down = (
+            float(self.step_size_down)
+            if self.step_size_down is not None
+            else up
+        )
         total = up + down
         cycle = math.floor(1 + t / total)
         x = 1.0 + t / total - cycle  # position in the cycle, in [0, 1)
@@ -213,14 +253,18 @@ class Cyclical(Schedule):
     def lr(self, t: int) -> float:
         t = _step_index(t)
         cycle, height = self._phase(t)
-        return self.base_lr + (self.max_lr - self.base_lr) * height * self._amplitude(cycle, t)
+        return self.base_lr + (
+            self.max_lr - self.base_lr
+        ) * height * self._amplitude(cycle, t)
 
     def momentum(self, t: int) -> float | None:
         if not self.cycle_momentum:
             return None
         t = _step_index(t)
         cycle, height = self._phase(t)
-        return self.max_momentum - (self.max_momentum - self.base_momentum) * height * self._amplitude(cycle, t)
+        return self.max_momentum - (
+            self.max_momentum - self.base_momentum
+        ) * height * self._amplitude(cycle, t)
 
 
 @dataclass
@@ -245,25 +289,39 @@ class OneCycle(Schedule):
     anneal: str = "cos"  # "cos" or "linear"
     div_factor: float = 25.0  # d: the run starts at max_lr / d
     final_div_factor: float = 1e4  # d_f: the run ends at max_lr / (d * d_f)
-    three_phase: bool = False  # fall back to max_lr / d symmetrically, then annihilate
-    cycle_momentum: bool = True  # cycle the momentum (or Adam's beta1) inversely to the rate
+    three_phase: bool = (
+        False  # fall back to max_lr / d symmetrically, then annihilate
+    )
+    cycle_momentum: bool = (
+        True  # cycle the momentum (or Adam's beta1) inversely to the rate
+    )
     base_momentum: float = 0.85  # the momentum at the peak rate
     max_momentum: float = 0.95  # the momentum at the start and the end
 
     def __post_init__(self):
         _positive("max_lr", self.max_lr)
         if not isinstance(self.total_steps, int) or self.total_steps < 2:
-            raise ValueError(f"total_steps must be an integer >= 2, got {self.total_steps!r}")
+            raise ValueError(
+                f"total_steps must be an integer >= 2, got {self.total_steps!r}"
+            )
         if not 0 < self.pct_start < 1:
-            raise ValueError(f"pct_start must be in (0, 1), got {self.pct_start!r}")
+            raise ValueError(
+                f"pct_start must be in (0, 1), got {self.pct_start!r}"
+            )
         if self.anneal not in ("cos", "linear"):
-            raise ValueError(f"anneal must be 'cos' or 'linear', got {self.anneal!r}")
+            raise ValueError(
+                f"anneal must be 'cos' or 'linear', got {self.anneal!r}"
+            )
 
     def _phases(self) -> list[tuple[float, str, str]]:
         """(last step of the phase, start key, end key) for each phase."""
         T, p = self.total_steps, self.pct_start
         if self.three_phase:
-            return [(p * T - 1, "initial", "max"), (2 * p * T - 2, "max", "initial"), (T - 1, "initial", "min")]
+            return [
+                (p * T - 1, "initial", "max"),
+                (2 * p * T - 2, "max", "initial"),
+                (T - 1, "initial", "min"),
+            ]
         return [(p * T - 1, "initial", "max"), (T - 1, "max", "min")]
 
     def _anneal(self, a: float, b: float, u: float) -> float:
@@ -275,7 +333,9 @@ class OneCycle(Schedule):
         """(phase index, progress u in the phase) at step t."""
         t = _step_index(t)
         if t > self.total_steps:
-            raise ValueError(f"step {t} is past the schedule's total_steps={self.total_steps}")
+            raise ValueError(
+                f"step {t} is past the schedule's total_steps={self.total_steps}"
+            )
         start = 0.0
         phases = self._phases()
         for i, (end, _, _) in enumerate(phases):
@@ -286,7 +346,11 @@ class OneCycle(Schedule):
 
     def lr(self, t: int) -> float:
         initial = self.max_lr / self.div_factor
-        value = {"initial": initial, "max": self.max_lr, "min": initial / self.final_div_factor}
+        value = {
+            "initial": initial,
+            "max": self.max_lr,
+            "min": initial / self.final_div_factor,
+        }
         i, u = self._locate(t)
         _, a, b = self._phases()[i]
         return self._anneal(value[a], value[b], u)
@@ -296,7 +360,11 @@ class OneCycle(Schedule):
             return None
         i, u = self._locate(t)
         high, low = self.max_momentum, self.base_momentum
-        ends = [(high, low), (low, high), (high, high)] if self.three_phase else [(high, low), (low, high)]
+        ends = (
+            [(high, low), (low, high), (high, high)]
+            if self.three_phase
+            else [(high, low), (low, high)]
+        )
         return self._anneal(*ends[i], u)
 
 
@@ -314,23 +382,46 @@ class Scheduled(LRScheduler):
         last_epoch: the index of the last step taken, -1 to start from the beginning.
     """
 
-    def __init__(self, optimizer: Optimizer, schedule: Schedule | list[Schedule], last_epoch: int = -1):
-        schedules = schedule if isinstance(schedule, (list, tuple)) else [schedule] * len(optimizer.param_groups)
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        schedule: Schedule | list[Schedule],
+        last_epoch: int = -1,
+    ):
+        schedules = (
+            schedule
+            if isinstance(schedule, (list, tuple))
+            else [schedule] * len(optimizer.param_groups)
+        )
         if len(schedules) != len(optimizer.param_groups):
-            raise ValueError(f"schedule: got {len(schedules)} schedules for {len(optimizer.param_groups)} parameter groups")
+            raise ValueError(
+                f"schedule: got {len(schedules)} schedules for {len(optimizer.param_groups)} parameter groups"
+            )
         for s in schedules:
             if not isinstance(s, Schedule):
-                raise TypeError(f"schedule must be a Schedule (e.g. OneCycle), got {type(s).__name__}")
-            if s.momentum(0) is not None and not any(k in optimizer.defaults for k in ("momentum", "betas")):
-                raise ValueError(f"{type(s).__name__} cycles the momentum but {type(optimizer).__name__} has none; "
-                                 "set cycle_momentum=False")
+                raise TypeError(
+                    f"schedule must be a Schedule (e.g. OneCycle), got {type(s).__name__}"
+                )
+            if s.momentum(0) is not None and not any(
+                k in optimizer.defaults for k in ("momentum", "betas")
+            ):
+                raise ValueError(
+                    f"{type(s).__name__} cycles the momentum but {type(optimizer).__name__} has none; "
+                    "set cycle_momentum=False"
+                )
         self.schedules = list(schedules)
         super().__init__(optimizer, last_epoch)
 
     def state_dict(self) -> dict:
         """The scheduler's state; the schedules are stored as plain values, so checkpoints load with ``weights_only``."""
-        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "schedules")}
-        state["schedules"] = [(type(s).__name__, dict(vars(s))) for s in self.schedules]
+        state = {
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in ("optimizer", "schedules")
+        }
+        state["schedules"] = [
+            (type(s).__name__, dict(vars(s))) for s in self.schedules
+        ]
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -339,7 +430,9 @@ class Scheduled(LRScheduler):
         saved = state.pop("schedules")
         mine = [(type(s).__name__, dict(vars(s))) for s in self.schedules]
         if [tuple(x) for x in saved] != mine:
-            raise ValueError(f"the checkpoint was saved with schedules {saved}, this scheduler has {mine}")
+            raise ValueError(
+                f"the checkpoint was saved with schedules {saved}, this scheduler has {mine}"
+            )
         self.__dict__.update(state)
 
     def get_lr(self) -> list[float]:
@@ -357,9 +450,16 @@ class Scheduled(LRScheduler):
 # --- curvature: the largest stable rate -------------------------------------------------------
 
 
-def top_hessian_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                           loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
-                           iters: int = 30, seed: int = 0) -> float:
+def top_hessian_eigenvalue(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable[
+        [torch.Tensor, torch.Tensor], torch.Tensor
+    ] = F.cross_entropy,
+    iters: int = 30,
+    seed: int = 0,
+) -> float:
     r"""The largest eigenvalue :math:`\lambda_{\max}` of the loss's Hessian on ``(x, y)``, by power iteration.
 
     Each iteration is one Hessian-vector product :math:`Hv = \nabla(\nabla L \cdot v)`
@@ -378,7 +478,9 @@ def top_hessian_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     if not isinstance(iters, int) or iters < 1:
         raise ValueError(f"iters must be a positive integer, got {iters!r}")
     params = [p for p in model.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(loss_fn(model(x), y), params, create_graph=True)
+    grads = torch.autograd.grad(
+        loss_fn(model(x), y), params, create_graph=True
+    )
     g = torch.Generator(device="cpu").manual_seed(seed)
     v = [torch.randn(p.shape, generator=g).to(p) for p in params]
     eigenvalue = 0.0
@@ -386,7 +488,9 @@ def top_hessian_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         norm = torch.sqrt(sum((a * a).sum() for a in v))
         v = [a / norm for a in v]
         hv = torch.autograd.grad(grads, params, v, retain_graph=True)
-        eigenvalue = sum((a * b).sum() for a, b in zip(hv, v)).item()  # Rayleigh quotient v^T H v
+        eigenvalue = sum(
+            (a * b).sum() for a, b in zip(hv, v)
+        ).item()  # Rayleigh quotient v^T H v
         v = [h.detach() for h in hv]
     return eigenvalue
 
@@ -399,21 +503,36 @@ class RangeTestConfig:
     """The settings of :func:`lr_range_test` (defaults as torch-lr-finder's ``range_test``)."""
 
     start_lr: float = 1e-7  # the rate of the first mini-batch
-    end_lr: float = 10.0  # the rate the test would reach at its last mini-batch
-    num_iter: int = 100  # mini-batches over which the rate grows from start_lr to end_lr
+    end_lr: float = (
+        10.0  # the rate the test would reach at its last mini-batch
+    )
+    num_iter: int = (
+        100  # mini-batches over which the rate grows from start_lr to end_lr
+    )
     smooth_f: float = 0.05  # weight of the new loss in the exponential moving average; 0: no smoothing
     diverge_th: float = 5.0  # stop once the smoothed loss exceeds diverge_th times the best so far
 
     def __post_init__(self):
         _positive("start_lr", self.start_lr)
-        if not isinstance(self.end_lr, (int, float)) or self.end_lr <= self.start_lr:
-            raise ValueError(f"end_lr must be larger than start_lr={self.start_lr}, got {self.end_lr!r}")
+        if (
+            not isinstance(self.end_lr, (int, float))
+            or self.end_lr <= self.start_lr
+        ):
+            raise ValueError(
+                f"end_lr must be larger than start_lr={self.start_lr}, got {self.end_lr!r}"
+            )
         if not isinstance(self.num_iter, int) or self.num_iter < 2:
-            raise ValueError(f"num_iter must be an integer >= 2, got {self.num_iter!r}")
+            raise ValueError(
+                f"num_iter must be an integer >= 2, got {self.num_iter!r}"
+            )
         if not 0 <= self.smooth_f < 1:
-            raise ValueError(f"smooth_f must be in [0, 1), got {self.smooth_f!r}")
+            raise ValueError(
+                f"smooth_f must be in [0, 1), got {self.smooth_f!r}"
+            )
         if self.diverge_th <= 1:
-            raise ValueError(f"diverge_th must be larger than 1, got {self.diverge_th!r}")
+            raise ValueError(
+                f"diverge_th must be larger than 1, got {self.diverge_th!r}"
+            )
 
 
 @dataclass
@@ -438,25 +557,35 @@ class RangeTest:
         lrs, losses = self._trim(skip_start, skip_end)
         return float(lrs[int(np.gradient(losses).argmin())])
 
-    def min_divided(self, divisor: float = 10.0, skip_start: int = 10, skip_end: int = 5) -> float:
+    def min_divided(
+        self, divisor: float = 10.0, skip_start: int = 10, skip_end: int = 5
+    ) -> float:
         """The rate of the lowest smoothed loss divided by ``divisor`` (the fastai rule of thumb)."""
         lrs, losses = self._trim(skip_start, skip_end)
         return float(lrs[int(np.argmin(losses))] / divisor)
 
-    def _trim(self, skip_start: int, skip_end: int) -> tuple[np.ndarray, np.ndarray]:
+    def _trim(
+        self, skip_start: int, skip_end: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         n = len(self.lrs)
         if n < skip_start + skip_end + 2:
-            raise ValueError(f"the test ran {n} mini-batches; at least skip_start + skip_end + 2 = "
-                             f"{skip_start + skip_end + 2} are needed to suggest a rate")
+            raise ValueError(
+                f"the test ran {n} mini-batches; at least skip_start + skip_end + 2 = "
+                f"{skip_start + skip_end + 2} are needed to suggest a rate"
+            )
         end = n - skip_end
-        return np.asarray(self.lrs[skip_start:end]), np.asarray(self.losses[skip_start:end])
+        return np.asarray(self.lrs[skip_start:end]), np.asarray(
+            self.losses[skip_start:end]
+        )
 
 
 def lr_range_test(
     model: nn.Module,
     loader: Iterable,
     optimizer: Optimizer,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+    loss_fn: Callable[
+        [torch.Tensor, torch.Tensor], torch.Tensor
+    ] = F.cross_entropy,
     config: RangeTestConfig | None = None,
     device: torch.device | str | None = None,
 ) -> RangeTest:
@@ -481,7 +610,11 @@ def lr_range_test(
         A :class:`RangeTest` with the rates, smoothed and raw losses.
     """
     cfg = config or RangeTestConfig()
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = (
+        torch.device(device)
+        if device is not None
+        else next(model.parameters()).device
+    )
     saved_model = copy.deepcopy(model.state_dict())
     saved_opt = copy.deepcopy(optimizer.state_dict())
     result = RangeTest()
@@ -490,7 +623,9 @@ def lr_range_test(
     model.train()
     try:
         for i in range(cfg.num_iter):
-            lr = cfg.start_lr * (cfg.end_lr / cfg.start_lr) ** (i / (cfg.num_iter - 1))
+            lr = cfg.start_lr * (cfg.end_lr / cfg.start_lr) ** (
+                i / (cfg.num_iter - 1)
+            )
             for group in optimizer.param_groups:
                 group["lr"] = lr
             try:
@@ -504,7 +639,12 @@ def lr_range_test(
             loss.backward()
             optimizer.step()
             raw = loss.item()
-            smooth = raw if i == 0 or cfg.smooth_f == 0 else cfg.smooth_f * raw + (1 - cfg.smooth_f) * result.losses[-1]
+            smooth = (
+                raw
+                if i == 0 or cfg.smooth_f == 0
+                else cfg.smooth_f * raw
+                + (1 - cfg.smooth_f) * result.losses[-1]
+            )
             best = smooth if i == 0 else min(best, smooth)
             result.lrs.append(lr)
             result.raw_losses.append(raw)

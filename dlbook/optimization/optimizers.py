@@ -33,14 +33,28 @@ import torch
 from torch.optim import Optimizer
 
 
-def _check(name: str, value: float, low: float = 0.0, high: float | None = None, *, strict_high: bool = True) -> None:
+def _check(
+    name: str,
+    value: float,
+    low: float = 0.0,
+    high: float | None = None,
+    *,
+    strict_high: bool = True,
+) -> None:
     """Raise a clear error for a hyperparameter outside ``[low, high)`` (or ``[low, high]``)."""
-    bad = not isinstance(value, (int, float)) or isinstance(value, bool) or value < low or math.isnan(value)
+    bad = (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or value < low
+        or math.isnan(value)
+    )
     if high is not None and not bad:
         bad = value >= high if strict_high else value > high
     if bad:
         span = f"[{low}, {high})" if strict_high else f"[{low}, {high}]"
-        raise ValueError(f"{name} must be a number in {span if high is not None else f'>= {low}'}, got {value!r}")
+        raise ValueError(
+            f"{name} must be a number in {span if high is not None else f'>= {low}'}, got {value!r}"
+        )
 
 
 class SGD(Optimizer):
@@ -68,33 +82,59 @@ class SGD(Optimizer):
         nesterov: use Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
     """
 
-    def __init__(self, params: Iterable, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False):
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ):
         _check("lr", lr)
         _check("momentum", momentum)
         _check("dampening", dampening)
         _check("weight_decay", weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError(f"nesterov=True needs momentum > 0 and dampening = 0, got momentum={momentum}, "
-                             f"dampening={dampening}")
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov))
+            raise ValueError(
+                f"nesterov=True needs momentum > 0 and dampening = 0, got momentum={momentum}, "
+                f"dampening={dampening}"
+            )
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                momentum=momentum,
+                dampening=dampening,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+            ),
+        )
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+    def step(
+        self, closure: Callable[[], torch.Tensor] | None = None
+    ) -> torch.Tensor | None:
         """Take one step; ``closure`` (optional) re-evaluates the model and returns the loss."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, mu, tau, wd = group["lr"], group["momentum"], group["dampening"], group["weight_decay"]
+            lr, mu, tau, wd = (
+                group["lr"],
+                group["momentum"],
+                group["dampening"],
+                group["weight_decay"],
+            )
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 g = p.grad
                 if wd != 0:
-                    g = g.add(p, alpha=wd)  # L2 penalty: the gradient of (wd / 2) * ||p||^2
+                    g = g.add(
+                        p, alpha=wd
+                    )  # L2 penalty: the gradient of (wd / 2) * ||p||^2
                 if mu != 0:
                     state = self.state[p]
                     if "momentum_buffer" not in state:
@@ -131,25 +171,50 @@ class RMSprop(Optimizer):
         centered: normalize by the estimated variance instead of the second moment.
     """
 
-    def __init__(self, params: Iterable, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False):
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+    ):
         _check("lr", lr)
         _check("alpha", alpha, 0.0, 1.0, strict_high=False)
         _check("eps", eps)
         _check("weight_decay", weight_decay)
         _check("momentum", momentum)
-        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                                      momentum=momentum, centered=centered))
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                alpha=alpha,
+                eps=eps,
+                weight_decay=weight_decay,
+                momentum=momentum,
+                centered=centered,
+            ),
+        )
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+    def step(
+        self, closure: Callable[[], torch.Tensor] | None = None
+    ) -> torch.Tensor | None:
         """Take one step; ``closure`` (optional) re-evaluates the model and returns the loss."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, alpha, eps, wd, mu = group["lr"], group["alpha"], group["eps"], group["weight_decay"], group["momentum"]
+            lr, alpha, eps, wd, mu = (
+                group["lr"],
+                group["alpha"],
+                group["eps"],
+                group["weight_decay"],
+                group["momentum"],
+            )
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -169,7 +234,9 @@ class RMSprop(Optimizer):
                 v.mul_(alpha).addcmul_(g, g, value=1 - alpha)
                 if group["centered"]:
                     g_bar = state["grad_avg"]
-                    g_bar.lerp_(g, 1 - alpha)  # = alpha * g_bar + (1 - alpha) * g
+                    g_bar.lerp_(
+                        g, 1 - alpha
+                    )  # = alpha * g_bar + (1 - alpha) * g
                     denom = v.addcmul(g_bar, g_bar, value=-1).sqrt_()
                 else:
                     denom = v.sqrt()
@@ -209,28 +276,55 @@ class Adam(Optimizer):
         amsgrad: normalize by the maximum of all :math:`\hat v` so far.
     """
 
-    decoupled_weight_decay = False  # AdamW sets True: decay the weights, not the gradient
+    decoupled_weight_decay = (
+        False  # AdamW sets True: decay the weights, not the gradient
+    )
 
-    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False):
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+    ):
         _check("lr", lr)
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+            raise ValueError(
+                f"betas must be a pair (beta1, beta2), got {betas!r}"
+            )
         _check("betas[0]", betas[0], 0.0, 1.0)
         _check("betas[1]", betas[1], 0.0, 1.0)
         _check("eps", eps)
         _check("weight_decay", weight_decay)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad))
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                betas=tuple(betas),
+                eps=eps,
+                weight_decay=weight_decay,
+                amsgrad=amsgrad,
+            ),
+        )
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+    def step(
+        self, closure: Callable[[], torch.Tensor] | None = None
+    ) -> torch.Tensor | None:
         """Take one step; ``closure`` (optional) re-evaluates the model and returns the loss."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            lr, (beta1, beta2), eps, wd = (
+                group["lr"],
+                group["betas"],
+                group["eps"],
+                group["weight_decay"],
+            )
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -246,14 +340,18 @@ class Adam(Optimizer):
                 t = state["step"]
                 if wd != 0:
                     if self.decoupled_weight_decay:
-                        p.mul_(1 - lr * wd)  # Loshchilov & Hutter, algorithm 2, line 12
+                        p.mul_(
+                            1 - lr * wd
+                        )  # Loshchilov & Hutter, algorithm 2, line 12
                     else:
                         g = g.add(p, alpha=wd)
                 m, v = state["exp_avg"], state["exp_avg_sq"]
                 m.lerp_(g, 1 - beta1)  # = beta1 * m + (1 - beta1) * g
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
                 if group["amsgrad"]:
-                    torch.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+                    torch.maximum(
+                        state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"]
+                    )
                     v = state["max_exp_avg_sq"]
                 # Bias corrections folded into two scalars: m_hat / (sqrt(v_hat) + eps) =
                 # (m / (1 - beta1^t)) / (sqrt(v) / sqrt(1 - beta2^t) + eps).
@@ -277,9 +375,23 @@ class AdamW(Adam):
 
     decoupled_weight_decay = True
 
-    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+    ):
+        super().__init__(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+        )
 
 
 # --- two-dimensional test surfaces ---------------------------------------------------------
@@ -298,7 +410,9 @@ def saddle(p: torch.Tensor) -> torch.Tensor:
     return x**2 + y**4 / 4 - y**2 / 2
 
 
-def rosenbrock(p: torch.Tensor, a: float = 1.0, b: float = 100.0) -> torch.Tensor:
+def rosenbrock(
+    p: torch.Tensor, a: float = 1.0, b: float = 100.0
+) -> torch.Tensor:
     r"""Rosenbrock's banana valley (1960): :math:`f(x, y) = (a - x)^2 + b (y - x^2)^2`, minimum at :math:`(a, a^2)`.
 
     Shapes:
@@ -308,7 +422,9 @@ def rosenbrock(p: torch.Tensor, a: float = 1.0, b: float = 100.0) -> torch.Tenso
     return (a - x) ** 2 + b * (y - x**2) ** 2
 
 
-def quadratic(p: torch.Tensor, kappa: float = 25.0, angle: float = 0.0) -> torch.Tensor:
+def quadratic(
+    p: torch.Tensor, kappa: float = 25.0, angle: float = 0.0
+) -> torch.Tensor:
     r"""An ill-conditioned quadratic :math:`f(p) = \tfrac12 p^\top R A R^\top p`, :math:`A = \mathrm{diag}(1, \kappa)`.
 
     :math:`R` rotates by ``angle`` radians; at 0 the valley is aligned with the axes. The
@@ -318,15 +434,22 @@ def quadratic(p: torch.Tensor, kappa: float = 25.0, angle: float = 0.0) -> torch
         p: (..., 2); output: (...).
     """
     if kappa < 1:
-        raise ValueError(f"kappa must be >= 1 (the condition number), got {kappa}")
+        raise ValueError(
+            f"kappa must be >= 1 (the condition number), got {kappa}"
+        )
     c, s = math.cos(angle), math.sin(angle)
     u = c * p[..., 0] + s * p[..., 1]  # coordinates in the eigenbasis
     w = -s * p[..., 0] + c * p[..., 1]
     return 0.5 * (u**2 + kappa * w**2)
 
 
-def trajectory(f: Callable[[torch.Tensor], torch.Tensor], start: tuple[float, float], optimizer: type[Optimizer],
-               steps: int, **hyper: Any) -> torch.Tensor:
+def trajectory(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    start: tuple[float, float],
+    optimizer: type[Optimizer],
+    steps: int,
+    **hyper: Any,
+) -> torch.Tensor:
     """Run ``optimizer(**hyper)`` on the function ``f`` of two variables, from ``start``.
 
     Args:
@@ -340,7 +463,9 @@ def trajectory(f: Callable[[torch.Tensor], torch.Tensor], start: tuple[float, fl
         The path, shape (steps + 1, 2), in float64; it starts at ``start``.
     """
     if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+        raise ValueError(
+            f"steps must be a non-negative integer, got {steps!r}"
+        )
     p = torch.tensor(start, dtype=torch.float64, requires_grad=True)
     opt = optimizer([p], **hyper)
     path = [p.detach().clone()]

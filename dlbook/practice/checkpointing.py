@@ -44,7 +44,13 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from dlbook.config import seed_everything
-from dlbook.train import History, fit, fsync_dir, load_checkpoint, save_checkpoint
+from dlbook.train import (
+    History,
+    fit,
+    fsync_dir,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 # --- keep-last-k and keep-best ------------------------------------------------------------------
 
@@ -73,22 +79,34 @@ class CheckpointManager:
 
     PATTERN = re.compile(r"^epoch-(\d+)\.pt$")
 
-    def __init__(self, directory: str | Path, *, keep_last: int = 3, monitor: str | None = "val_loss",
-                 mode: str = "min"):
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        keep_last: int = 3,
+        monitor: str | None = "val_loss",
+        mode: str = "min",
+    ):
         if not isinstance(keep_last, int) or keep_last < 1:
-            raise ValueError(f"keep_last must be a positive integer, got {keep_last!r}")
+            raise ValueError(
+                f"keep_last must be a positive integer, got {keep_last!r}"
+            )
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         self.directory = Path(directory)
         self.keep_last, self.monitor, self.mode = keep_last, monitor, mode
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.removed_temporaries = [p.name for p in self.directory.glob(".*.tmp")]
+        self.removed_temporaries = [
+            p.name for p in self.directory.glob(".*.tmp")
+        ]
         for p in self.directory.glob(".*.tmp"):
             p.unlink(missing_ok=True)
 
     def __repr__(self) -> str:
-        return (f"CheckpointManager({str(self.directory)!r}, keep_last={self.keep_last}, monitor={self.monitor!r}, "
-                f"mode={self.mode!r})")
+        return (
+            f"CheckpointManager({str(self.directory)!r}, keep_last={self.keep_last}, monitor={self.monitor!r}, "
+            f"mode={self.mode!r})"
+        )
 
     @property
     def best_path(self) -> Path:
@@ -96,7 +114,11 @@ class CheckpointManager:
 
     def checkpoints(self) -> list[Path]:
         """The epoch checkpoints on disk, oldest first."""
-        found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := self.PATTERN.match(p.name))]
+        found = [
+            (int(m.group(1)), p)
+            for p in self.directory.iterdir()
+            if (m := self.PATTERN.match(p.name))
+        ]
         return [p for _, p in sorted(found)]
 
     def latest(self) -> Path | None:
@@ -115,11 +137,21 @@ class CheckpointManager:
         last, earlier = values[-1], values[:-1]
         if not earlier:
             return True
-        return last < min(earlier) if self.mode == "min" else last > max(earlier)
+        return (
+            last < min(earlier) if self.mode == "min" else last > max(earlier)
+        )
 
-    def save(self, *, model: nn.Module, epoch: int, history: Mapping[str, list[float]] | None = None,
-             optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None, loader: Any = None,
-             **extra: Any) -> Path:
+    def save(
+        self,
+        *,
+        model: nn.Module,
+        epoch: int,
+        history: Mapping[str, list[float]] | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler: Any = None,
+        loader: Any = None,
+        **extra: Any,
+    ) -> Path:
         """Save epoch ``epoch`` (counted from 1), update ``best.pt``, delete the oldest files.
 
         The arguments are those of :func:`dlbook.train.save_checkpoint`; ``history`` must hold
@@ -131,11 +163,21 @@ class CheckpointManager:
                 f"monitor {self.monitor!r} is not in the history (it holds: {', '.join(history) or 'nothing'}); "
                 "pass a val_loader to fit, or CheckpointManager(monitor=None)"
             )
-        path = save_checkpoint(self.directory / f"epoch-{epoch:04d}.pt", model=model, optimizer=optimizer,
-                               scheduler=scheduler, loader=loader, epoch=epoch, history=history, **extra)
-        if self.monitor is not None and self.is_improvement(history[self.monitor]):
+        path = save_checkpoint(
+            self.directory / f"epoch-{epoch:04d}.pt",
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            loader=loader,
+            epoch=epoch,
+            history=history,
+            **extra,
+        )
+        if self.monitor is not None and self.is_improvement(
+            history[self.monitor]
+        ):
             self._point_best_at(path)
-        for old in self.checkpoints()[:-self.keep_last]:
+        for old in self.checkpoints()[: -self.keep_last]:
             old.unlink()
         fsync_dir(self.directory)
         return path
@@ -143,26 +185,40 @@ class CheckpointManager:
     def _point_best_at(self, path: Path) -> None:
         tmp = self.directory / f".best.pt.{uuid.uuid4().hex}.tmp"
         try:
-            os.link(path, tmp)  # no copy: best.pt and the epoch file share the data until one is deleted
+            os.link(
+                path, tmp
+            )  # no copy: best.pt and the epoch file share the data until one is deleted
         except OSError:
             shutil.copyfile(path, tmp)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, self.best_path)
 
-    def load(self, which: str | Path = "latest", **objects: Any) -> dict[str, Any]:
+    def load(
+        self, which: str | Path = "latest", **objects: Any
+    ) -> dict[str, Any]:
         """:func:`dlbook.train.load_checkpoint` of ``"latest"``, ``"best"`` or a path, into ``objects``."""
-        path = {"latest": self.latest, "best": self.best}.get(str(which), lambda: Path(which))()
+        path = {"latest": self.latest, "best": self.best}.get(
+            str(which), lambda: Path(which)
+        )()
         if path is None:
-            raise FileNotFoundError(f"no {which} checkpoint in {self.directory}")
+            raise FileNotFoundError(
+                f"no {which} checkpoint in {self.directory}"
+            )
         return load_checkpoint(path, **objects)
 
 
 # --- crash testing ------------------------------------------------------------------------------
 
 
-def crash_during_save(save: Callable[[Any, Path], Any], obj: Any, path: str | Path, *, fraction: float = 0.5,
-                      timeout: float = 60.0) -> int:
+def crash_during_save(
+    save: Callable[[Any, Path], Any],
+    obj: Any,
+    path: str | Path,
+    *,
+    fraction: float = 0.5,
+    timeout: float = 60.0,
+) -> int:
     """Run ``save(obj, path)`` in a child process and kill it (SIGKILL) halfway through the write.
 
     The child replaces ``torch.save`` by a version that serializes ``obj`` in memory, writes the
@@ -184,7 +240,9 @@ def crash_during_save(save: Callable[[Any, Path], Any], obj: Any, path: str | Pa
     POSIX only (it forks).
     """
     if not 0 < fraction < 1:
-        raise ValueError(f"fraction must be strictly between 0 and 1, got {fraction!r}")
+        raise ValueError(
+            f"fraction must be strictly between 0 and 1, got {fraction!r}"
+        )
     if not hasattr(os, "fork"):
         raise OSError("crash_during_save needs os.fork (Linux or macOS)")
     read_end, write_end = os.pipe()
@@ -199,7 +257,9 @@ def crash_during_save(save: Callable[[Any, Path], Any], obj: Any, path: str | Pa
                 real_save(o, buffer, *args, **kwargs)
                 data = buffer.getvalue()
                 cut = int(len(data) * fraction)
-                handle = open(f, "wb") if isinstance(f, (str, os.PathLike)) else f  # noqa: SIM115
+                handle = (
+                    open(f, "wb") if isinstance(f, (str, os.PathLike)) else f
+                )  # noqa: SIM115
                 handle.write(data[:cut])
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -219,7 +279,9 @@ def crash_during_save(save: Callable[[Any, Path], Any], obj: Any, path: str | Pa
     finally:
         os.close(read_end)
     if len(message) != 8:
-        raise RuntimeError("the child process never started writing: does save() call torch.save?")
+        raise RuntimeError(
+            "the child process never started writing: does save() call torch.save?"
+        )
     return int.from_bytes(message, "little")
 
 
@@ -238,13 +300,21 @@ class RunConfig:
     epochs: int = 6  # total epochs; a resumed run continues up to this number
     hidden: int = 128  # width of the hidden layer
     dropout: float = 0.2  # dropout after the hidden layer (so that the random-number state matters)
-    lr: float = 1e-3  # Adam's learning rate, annealed to 0 by a cosine schedule
+    lr: float = (
+        1e-3  # Adam's learning rate, annealed to 0 by a cosine schedule
+    )
     batch_size: int = 64  # examples per step; the loader shuffles every epoch
-    seed: int = 0  # seeds the initial weights, the shuffling and the dropout masks
+    seed: int = (
+        0  # seeds the initial weights, the shuffling and the dropout masks
+    )
     keep_last: int = 2  # epoch checkpoints to keep, besides best.pt
 
 
-def build_run(data: Mapping[str, torch.Tensor], cfg: RunConfig, device: torch.device | str = "cpu"):
+def build_run(
+    data: Mapping[str, torch.Tensor],
+    cfg: RunConfig,
+    device: torch.device | str = "cpu",
+):
     """Model, optimizer, scheduler and loaders of a run, freshly seeded.
 
     Args:
@@ -256,21 +326,40 @@ def build_run(data: Mapping[str, torch.Tensor], cfg: RunConfig, device: torch.de
     """
     missing = {"x_train", "y_train", "x_val", "y_val"} - set(data)
     if missing:
-        raise KeyError(f"data lacks {sorted(missing)}; it holds {sorted(data)}")
+        raise KeyError(
+            f"data lacks {sorted(missing)}; it holds {sorted(data)}"
+        )
     seed_everything(cfg.seed, deterministic=True)
     n_in = data["x_train"][0].numel()
     n_out = int(data["y_train"].max()) + 1
-    model = nn.Sequential(nn.Flatten(), nn.Linear(n_in, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout),
-                          nn.Linear(cfg.hidden, n_out)).to(device)
+    model = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(n_in, cfg.hidden),
+        nn.ReLU(),
+        nn.Dropout(cfg.dropout),
+        nn.Linear(cfg.hidden, n_out),
+    ).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    train_loader = DataLoader(TensorDataset(data["x_train"], data["y_train"]), batch_size=cfg.batch_size, shuffle=True)
-    val_loader = DataLoader(TensorDataset(data["x_val"], data["y_val"]), batch_size=1000)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=cfg.epochs
+    )
+    train_loader = DataLoader(
+        TensorDataset(data["x_train"], data["y_train"]),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+    )
+    val_loader = DataLoader(
+        TensorDataset(data["x_val"], data["y_val"]), batch_size=1000
+    )
     return model, optimizer, scheduler, train_loader, val_loader
 
 
-def train_run(data_path: str | Path, directory: str | Path, cfg: RunConfig,
-              device: torch.device | str = "cpu") -> tuple[nn.Module, History]:
+def train_run(
+    data_path: str | Path,
+    directory: str | Path,
+    cfg: RunConfig,
+    device: torch.device | str = "cpu",
+) -> tuple[nn.Module, History]:
     """Train, checkpointing every epoch into ``directory``; if it holds checkpoints, resume from the newest.
 
     Whether it starts afresh or resumes, and however often it is killed and restarted, the
@@ -278,22 +367,44 @@ def train_run(data_path: str | Path, directory: str | Path, cfg: RunConfig,
     algorithms). ``data_path`` is a ``torch.save``-d dictionary as :func:`build_run` expects.
     """
     data = torch.load(data_path, weights_only=True)
-    model, optimizer, scheduler, train_loader, val_loader = build_run(data, cfg, device)
-    manager = CheckpointManager(directory, keep_last=cfg.keep_last, monitor="val_loss")
-    history = fit(model, train_loader, optimizer, epochs=cfg.epochs, val_loader=val_loader, scheduler=scheduler,
-                  checkpoint=manager, device=device)
+    model, optimizer, scheduler, train_loader, val_loader = build_run(
+        data, cfg, device
+    )
+    manager = CheckpointManager(
+        directory, keep_last=cfg.keep_last, monitor="val_loss"
+    )
+    history = fit(
+        model,
+        train_loader,
+        optimizer,
+        epochs=cfg.epochs,
+        val_loader=val_loader,
+        scheduler=scheduler,
+        checkpoint=manager,
+        device=device,
+    )
     return model, history
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="A resumable MNIST run: kill it and start it again.")
-    parser.add_argument("data", help="a torch.save-d dict with x_train, y_train, x_val, y_val")
+    parser = argparse.ArgumentParser(
+        description="A resumable MNIST run: kill it and start it again."
+    )
+    parser.add_argument(
+        "data", help="a torch.save-d dict with x_train, y_train, x_val, y_val"
+    )
     parser.add_argument("directory", help="the run's checkpoint folder")
     for name, value in asdict(RunConfig()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=type(value), default=value
+        )
     parser.add_argument("--device", default="cpu")
     args = vars(parser.parse_args(argv))
-    data, directory, device = args.pop("data"), args.pop("directory"), args.pop("device")
+    data, directory, device = (
+        args.pop("data"),
+        args.pop("directory"),
+        args.pop("device"),
+    )
     _, history = train_run(data, directory, RunConfig(**args), device)
     print(history)
 

@@ -31,7 +31,9 @@ from torch import nn
 # --- the functions: 2-D input (M, C), statistics over axis 0 -------------------------------------
 
 
-def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-5) -> tuple[np.ndarray, dict]:
+def batchnorm_forward(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-5
+) -> tuple[np.ndarray, dict]:
     """Batch normalization in training mode, staged as a computational graph.
 
     .. math::
@@ -56,10 +58,21 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: f
     ivar = 1.0 / sqrtvar
     xhat = xmu * ivar
     out = gamma * xhat + beta
-    return out, dict(xmu=xmu, var=var, sqrtvar=sqrtvar, ivar=ivar, xhat=xhat, gamma=gamma, eps=eps, mu=mu)
+    return out, dict(
+        xmu=xmu,
+        var=var,
+        sqrtvar=sqrtvar,
+        ivar=ivar,
+        xhat=xhat,
+        gamma=gamma,
+        eps=eps,
+        mu=mu,
+    )
 
 
-def batchnorm_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def batchnorm_backward(
+    dout: np.ndarray, cache: dict
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Backward pass of :func:`batchnorm_forward`, one node of the graph at a time (CS231n).
 
     Each line is the chain rule through one line of the forward pass, read bottom to top.
@@ -67,7 +80,9 @@ def batchnorm_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, np.nd
     Returns:
         ``dx (M, C), dgamma (C,), dbeta (C,)``.
     """
-    xmu, var, sqrtvar, ivar, xhat, gamma = (cache[k] for k in ("xmu", "var", "sqrtvar", "ivar", "xhat", "gamma"))
+    xmu, var, sqrtvar, ivar, xhat, gamma = (
+        cache[k] for k in ("xmu", "var", "sqrtvar", "ivar", "xhat", "gamma")
+    )
     m = dout.shape[0]
     dbeta = dout.sum(0)  # out = gamma * xhat + beta
     dgamma = (dout * xhat).sum(0)
@@ -75,7 +90,9 @@ def batchnorm_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, np.nd
     divar = (dxhat * xmu).sum(0)  # xhat = xmu * ivar
     dxmu1 = dxhat * ivar
     dsqrtvar = -divar / sqrtvar**2  # ivar = 1 / sqrtvar
-    dvar = 0.5 * dsqrtvar / np.sqrt(var + cache["eps"])  # sqrtvar = sqrt(var + eps)
+    dvar = (
+        0.5 * dsqrtvar / np.sqrt(var + cache["eps"])
+    )  # sqrtvar = sqrt(var + eps)
     dsq = np.ones_like(xmu) * dvar / m  # var = sum(sq) / m
     dxmu2 = 2 * xmu * dsq  # sq = xmu ** 2
     dx1 = dxmu1 + dxmu2  # xmu = x - mu: x's direct path ...
@@ -84,7 +101,9 @@ def batchnorm_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, np.nd
     return dx1 + dx2, dgamma, dbeta
 
 
-def batchnorm_backward_alt(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def batchnorm_backward_alt(
+    dout: np.ndarray, cache: dict
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The same gradients in closed form.
 
     .. math:: \\frac{\\partial L}{\\partial x_i} = \\frac{1}{M\\sqrt{\\sigma^2+\\epsilon}}
@@ -98,22 +117,30 @@ def batchnorm_backward_alt(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, n
     return dx, (dout * xhat).sum(0), dout.sum(0)
 
 
-def layernorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-5) -> tuple[np.ndarray, dict]:
+def layernorm_forward(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-5
+) -> tuple[np.ndarray, dict]:
     """Layer normalization: :func:`batchnorm_forward` with the roles of examples and features swapped.
 
     Each row of ``x`` ``(M, C)`` is standardized over its C features, then scaled and shifted
     per feature by ``gamma`` and ``beta`` ``(C,)``. There are no running statistics.
     """
-    out_t, cache = batchnorm_forward(x.T, np.ones(x.shape[0], x.dtype), np.zeros(x.shape[0], x.dtype), eps)
+    out_t, cache = batchnorm_forward(
+        x.T, np.ones(x.shape[0], x.dtype), np.zeros(x.shape[0], x.dtype), eps
+    )
     xhat = out_t.T
     cache.update(xhat_ln=xhat, gamma_ln=gamma)
     return gamma * xhat + beta, cache
 
 
-def layernorm_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def layernorm_backward(
+    dout: np.ndarray, cache: dict
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Backward pass of :func:`layernorm_forward`: the batch-norm backward on the transpose."""
     dxhat = dout * cache["gamma_ln"]
-    dx_t, _, _ = batchnorm_backward_alt(dxhat.T, cache)  # cache's gamma is 1: dxhat is the incoming gradient
+    dx_t, _, _ = batchnorm_backward_alt(
+        dxhat.T, cache
+    )  # cache's gamma is 1: dxhat is the incoming gradient
     return dx_t.T, (dout * cache["xhat_ln"]).sum(0), dout.sum(0)
 
 
@@ -140,7 +167,9 @@ class BatchNormConfig:
 
     num_features: int  # C, the number of features (channels)
     eps: float = 1e-5  # added to the variance: keeps the division finite
-    momentum: float | None = 0.1  # running = (1 - momentum) * running + momentum * batch; None: cumulative average
+    momentum: float | None = (
+        0.1  # running = (1 - momentum) * running + momentum * batch; None: cumulative average
+    )
 
 
 class BatchNorm:
@@ -166,15 +195,22 @@ class BatchNorm:
 
     def __init__(self, cfg: BatchNormConfig, dtype=np.float64):
         if cfg.num_features < 1:
-            raise ValueError(f"num_features must be positive, got {cfg.num_features}")
+            raise ValueError(
+                f"num_features must be positive, got {cfg.num_features}"
+            )
         if cfg.eps < 0:
             raise ValueError(f"eps must be non-negative, got {cfg.eps}")
         if cfg.momentum is not None and not 0 <= cfg.momentum <= 1:
-            raise ValueError(f"momentum must be between 0 and 1 or None, got {cfg.momentum}")
+            raise ValueError(
+                f"momentum must be between 0 and 1 or None, got {cfg.momentum}"
+            )
         self.cfg = cfg
         c = cfg.num_features
         self.gamma, self.beta = np.ones(c, dtype), np.zeros(c, dtype)
-        self.running_mean, self.running_var = np.zeros(c, dtype), np.ones(c, dtype)
+        self.running_mean, self.running_var = (
+            np.zeros(c, dtype),
+            np.ones(c, dtype),
+        )
         self.num_batches_tracked = 0
         self.training = True
         self.dgamma = self.dbeta = None
@@ -199,11 +235,21 @@ class BatchNorm:
                 raise ValueError(
                     f"batch normalization needs more than 1 value per channel in training, got input {x.shape}"
                 )
-            out, cache = batchnorm_forward(x2, self.gamma, self.beta, self.cfg.eps)
+            out, cache = batchnorm_forward(
+                x2, self.gamma, self.beta, self.cfg.eps
+            )
             self.num_batches_tracked += 1
-            rho = 1.0 / self.num_batches_tracked if self.cfg.momentum is None else self.cfg.momentum
-            self.running_mean = (1 - rho) * self.running_mean + rho * cache["mu"]
-            self.running_var = (1 - rho) * self.running_var + rho * cache["var"] * m / (m - 1)
+            rho = (
+                1.0 / self.num_batches_tracked
+                if self.cfg.momentum is None
+                else self.cfg.momentum
+            )
+            self.running_mean = (1 - rho) * self.running_mean + rho * cache[
+                "mu"
+            ]
+            self.running_var = (1 - rho) * self.running_var + rho * cache[
+                "var"
+            ] * m / (m - 1)
             cache["mode"] = "train"
         else:
             ivar = 1.0 / np.sqrt(self.running_var + self.cfg.eps)
@@ -215,14 +261,18 @@ class BatchNorm:
 
     __call__ = forward
 
-    def backward(self, dout: np.ndarray, closed_form: bool = True) -> np.ndarray:
+    def backward(
+        self, dout: np.ndarray, closed_form: bool = True
+    ) -> np.ndarray:
         """Gradient with respect to the input; ``dgamma`` and ``dbeta`` are stored on the layer."""
         if self._cache is None:
             raise RuntimeError("backward called before forward")
         cache = self._cache
         d2, _ = _to_2d(dout)
         if cache["mode"] == "train":
-            dx, self.dgamma, self.dbeta = (batchnorm_backward_alt if closed_form else batchnorm_backward)(d2, cache)
+            dx, self.dgamma, self.dbeta = (
+                batchnorm_backward_alt if closed_form else batchnorm_backward
+            )(d2, cache)
         else:  # an affine map with fixed statistics
             dx = d2 * self.gamma * cache["ivar"]
             self.dgamma, self.dbeta = (d2 * cache["xhat"]).sum(0), d2.sum(0)
@@ -241,16 +291,25 @@ class LayerNorm:
 
     def __init__(self, num_features: int, eps: float = 1e-5, dtype=np.float64):
         if num_features < 1:
-            raise ValueError(f"num_features must be positive, got {num_features}")
+            raise ValueError(
+                f"num_features must be positive, got {num_features}"
+            )
         self.num_features, self.eps = num_features, eps
-        self.gamma, self.beta = np.ones(num_features, dtype), np.zeros(num_features, dtype)
+        self.gamma, self.beta = (
+            np.ones(num_features, dtype),
+            np.zeros(num_features, dtype),
+        )
         self.dgamma = self.dbeta = None
         self._cache: dict | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if x.shape[-1] != self.num_features:
-            raise ValueError(f"expected input of shape (..., {self.num_features}), got {tuple(x.shape)}")
-        out, cache = layernorm_forward(x.reshape(-1, self.num_features), self.gamma, self.beta, self.eps)
+            raise ValueError(
+                f"expected input of shape (..., {self.num_features}), got {tuple(x.shape)}"
+            )
+        out, cache = layernorm_forward(
+            x.reshape(-1, self.num_features), self.gamma, self.beta, self.eps
+        )
         self._cache = dict(cache, shape=x.shape)
         return out.reshape(x.shape).astype(x.dtype, copy=False)
 
@@ -259,7 +318,9 @@ class LayerNorm:
     def backward(self, dout: np.ndarray) -> np.ndarray:
         if self._cache is None:
             raise RuntimeError("backward called before forward")
-        dx, self.dgamma, self.dbeta = layernorm_backward(dout.reshape(-1, self.num_features), self._cache)
+        dx, self.dgamma, self.dbeta = layernorm_backward(
+            dout.reshape(-1, self.num_features), self._cache
+        )
         return dx.reshape(self._cache["shape"]).astype(dout.dtype, copy=False)
 
 
@@ -274,13 +335,22 @@ class _NumpyNorm(torch.autograd.Function):
         layer.gamma = weight.detach().cpu().numpy()
         layer.beta = bias.detach().cpu().numpy()
         ctx.layer = layer
-        return torch.from_numpy(layer.forward(x.detach().cpu().numpy())).to(x.device)
+        return torch.from_numpy(layer.forward(x.detach().cpu().numpy())).to(
+            x.device
+        )
 
     @staticmethod
     def backward(ctx, dout):
         layer = ctx.layer
-        dx = torch.from_numpy(layer.backward(dout.detach().cpu().numpy())).to(dout.device)
-        return dx, torch.from_numpy(layer.dgamma).to(dout), torch.from_numpy(layer.dbeta).to(dout), None
+        dx = torch.from_numpy(layer.backward(dout.detach().cpu().numpy())).to(
+            dout.device
+        )
+        return (
+            dx,
+            torch.from_numpy(layer.dgamma).to(dout),
+            torch.from_numpy(layer.dbeta).to(dout),
+            None,
+        )
 
 
 class TorchBatchNorm(nn.Module):
@@ -295,7 +365,12 @@ class TorchBatchNorm(nn.Module):
         input: (N, C) or (N, C, L) or (N, C, H, W); output: the same.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+    ):
         super().__init__()
         self.cfg = BatchNormConfig(num_features, eps, momentum)
         BatchNorm(self.cfg)  # validates the configuration
@@ -303,7 +378,9 @@ class TorchBatchNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
-        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        self.register_buffer(
+            "num_batches_tracked", torch.tensor(0, dtype=torch.long)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.detach().cpu().numpy().dtype
@@ -311,7 +388,9 @@ class TorchBatchNorm(nn.Module):
         layer.running_mean = self.running_mean.cpu().numpy().astype(dtype)
         layer.running_var = self.running_var.cpu().numpy().astype(dtype)
         layer.num_batches_tracked = int(self.num_batches_tracked)
-        out = _NumpyNorm.apply(x, self.weight.to(x.dtype), self.bias.to(x.dtype), layer)
+        out = _NumpyNorm.apply(
+            x, self.weight.to(x.dtype), self.bias.to(x.dtype), layer
+        )
         if self.training:
             with torch.no_grad():
                 self.running_mean.copy_(torch.from_numpy(layer.running_mean))
@@ -326,7 +405,9 @@ class TorchBatchNorm(nn.Module):
 # --- checking gradients -------------------------------------------------------------------------
 
 
-def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-3, order: int = 4) -> np.ndarray:
+def numerical_gradient(
+    f: Callable[[], float], x: np.ndarray, h: float = 1e-3, order: int = 4
+) -> np.ndarray:
     """Central-difference gradient of ``f`` with respect to every entry of ``x`` (perturbed in place).
 
     ``order=2``: :math:`(f(x+h) - f(x-h)) / 2h`, error :math:`O(h^2)`;
@@ -350,21 +431,33 @@ def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-3, o
         if order == 2:
             grad[i] = (at(h) - at(-h)) / (2 * h)
         else:
-            grad[i] = (-at(2 * h) + 8 * at(h) - 8 * at(-h) + at(-2 * h)) / (12 * h)
+            grad[i] = (-at(2 * h) + 8 * at(h) - 8 * at(-h) + at(-2 * h)) / (
+                12 * h
+            )
         x[i] = old
     return grad
 
 
 def rel_error(a: np.ndarray, b: np.ndarray) -> float:
     """The largest elementwise relative error :math:`|a-b| / \\max(10^{-8}, |a| + |b|)` (as in CS231n)."""
-    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
+    return float(
+        np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b)))
+    )
 
 
 # --- the networks of the chapter ----------------------------------------------------------------
 
 
-def deep_mlp(depth: int = 3, width: int = 100, norm: str | None = "ours", *, activation: type[nn.Module] = nn.Sigmoid,
-             eps: float = 1e-5, in_features: int = 784, out_features: int = 10) -> nn.Sequential:
+def deep_mlp(
+    depth: int = 3,
+    width: int = 100,
+    norm: str | None = "ours",
+    *,
+    activation: type[nn.Module] = nn.Sigmoid,
+    eps: float = 1e-5,
+    in_features: int = 784,
+    out_features: int = 10,
+) -> nn.Sequential:
     """``depth`` hidden layers ``Linear -> norm -> activation`` and a linear classifier.
 
     The network of Ioffe & Szegedy's MNIST experiment is ``deep_mlp(3, 100)``: three hidden
@@ -378,12 +471,18 @@ def deep_mlp(depth: int = 3, width: int = 100, norm: str | None = "ours", *, act
     Shapes:
         input: (B, ...) with ``in_features`` entries per example; output: (B, out_features).
     """
-    norms = {None: None, "ours": lambda: TorchBatchNorm(width, eps=eps),
-             "torch": lambda: nn.BatchNorm1d(width, eps=eps), "layer": lambda: nn.LayerNorm(width, eps=eps)}
+    norms = {
+        None: None,
+        "ours": lambda: TorchBatchNorm(width, eps=eps),
+        "torch": lambda: nn.BatchNorm1d(width, eps=eps),
+        "layer": lambda: nn.LayerNorm(width, eps=eps),
+    }
     if norm not in norms:
         raise ValueError(f"norm must be one of {list(norms)}, got {norm!r}")
     if depth < 1 or width < 1:
-        raise ValueError(f"depth and width must be positive, got depth={depth}, width={width}")
+        raise ValueError(
+            f"depth and width must be positive, got depth={depth}, width={width}"
+        )
     layers: list[nn.Module] = [nn.Flatten()]
     for i in range(depth):
         layers.append(nn.Linear(in_features if i == 0 else width, width))

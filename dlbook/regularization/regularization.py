@@ -69,25 +69,41 @@ def knn_predict(
     n = len(x_train)
     ks = [k] if isinstance(k, int) else list(k)
     if not ks or not all(isinstance(j, int) and 1 <= j <= n for j in ks):
-        raise ValueError(f"k must be an integer (or a list of them) between 1 and the {n} training points, got {k!r}")
+        raise ValueError(
+            f"k must be an integer (or a list of them) between 1 and the {n} training points, got {k!r}"
+        )
     if len(y_train) != n:
-        raise ValueError(f"y_train has {len(y_train)} targets for {n} training points")
+        raise ValueError(
+            f"y_train has {len(y_train)} targets for {n} training points"
+        )
     if x_query.shape[1] != x_train.shape[1]:
-        raise ValueError(f"x_query has {x_query.shape[1]} features, x_train has {x_train.shape[1]}")
+        raise ValueError(
+            f"x_query has {x_query.shape[1]} features, x_train has {x_train.shape[1]}"
+        )
     sq_train = (x_train**2).sum(1)
     n_classes = None if regression else int(y_train.max()) + 1
     out = []
     for q in x_query.split(chunk):
         # ||q - x||^2 = ||q||^2 - 2 q.x + ||x||^2; ||q||^2 does not change the order, so it is left out.
         d2 = sq_train[None] - 2 * q @ x_train.T  # (chunk, N)
-        idx = d2.topk(max(ks), dim=1, largest=False, sorted=True).indices  # (chunk, max k), nearest first
+        idx = d2.topk(
+            max(ks), dim=1, largest=False, sorted=True
+        ).indices  # (chunk, max k), nearest first
         neighbours = y_train[idx]
         if regression:
-            values = neighbours if neighbours.is_floating_point() else neighbours.to(torch.get_default_dtype())
+            values = (
+                neighbours
+                if neighbours.is_floating_point()
+                else neighbours.to(torch.get_default_dtype())
+            )
             out.append(torch.stack([values[:, :j].mean(1) for j in ks]))
         else:
-            votes = F.one_hot(neighbours, n_classes).cumsum(1)  # (chunk, max k, classes): votes of the first j
-            out.append(torch.stack([votes[:, j - 1].argmax(1) for j in ks]))  # first maximum: smallest label
+            votes = F.one_hot(neighbours, n_classes).cumsum(
+                1
+            )  # (chunk, max k, classes): votes of the first j
+            out.append(
+                torch.stack([votes[:, j - 1].argmax(1) for j in ks])
+            )  # first maximum: smallest label
     preds = torch.cat(out, dim=1)  # (len(ks), M)
     return preds[0] if isinstance(k, int) else preds
 
@@ -107,7 +123,9 @@ class BiasVariance:
 
 
 def bias_variance(
-    fit_predict: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    fit_predict: Callable[
+        [torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor
+    ],
     x_train: torch.Tensor,
     f_train: torch.Tensor,
     x_test: torch.Tensor,
@@ -135,15 +153,21 @@ def bias_variance(
         generator: the random-number generator for the noise.
     """
     if repeats < 2:
-        raise ValueError(f"repeats must be at least 2 to estimate a variance, got {repeats}")
+        raise ValueError(
+            f"repeats must be at least 2 to estimate a variance, got {repeats}"
+        )
     if noise_std < 0:
         raise ValueError(f"noise_std must be non-negative, got {noise_std}")
     preds = []
     for _ in range(repeats):
-        y = f_train + noise_std * torch.randn(f_train.shape, generator=generator, dtype=f_train.dtype)
+        y = f_train + noise_std * torch.randn(
+            f_train.shape, generator=generator, dtype=f_train.dtype
+        )
         preds.append(fit_predict(x_train, y, x_test).to(f_test.dtype))
     preds = torch.stack(preds)  # (repeats, M)
-    y_test = f_test + noise_std * torch.randn(preds.shape, generator=generator, dtype=f_test.dtype)
+    y_test = f_test + noise_std * torch.randn(
+        preds.shape, generator=generator, dtype=f_test.dtype
+    )
     return BiasVariance(
         noise=noise_std**2,
         bias2=((preds.mean(0) - f_test) ** 2).mean().item(),
@@ -178,12 +202,16 @@ class Penalty:
         for name in ("l1", "l2"):
             value = getattr(self, name)
             if not value >= 0:
-                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+                raise ValueError(
+                    f"{name} must be a non-negative number, got {value!r}"
+                )
 
     def __call__(self, model: nn.Module) -> torch.Tensor:
         weights = weight_parameters(model)
         if not weights:
-            raise ValueError(f"{type(model).__name__} has no weight matrices to penalize")
+            raise ValueError(
+                f"{type(model).__name__} has no weight matrices to penalize"
+            )
         total = weights[0].new_zeros(())
         for w in weights:
             if self.l1:
@@ -216,7 +244,9 @@ class L1LogisticResult:
     objective: torch.Tensor
 
 
-def l1_logistic_regression(x: torch.Tensor, y: torch.Tensor, lam: float, *, steps: int = 2000) -> L1LogisticResult:
+def l1_logistic_regression(
+    x: torch.Tensor, y: torch.Tensor, lam: float, *, steps: int = 2000
+) -> L1LogisticResult:
     """Binary logistic regression with an L1 penalty, solved by FISTA (Beck & Teboulle 2009).
 
     Minimizes
@@ -239,7 +269,9 @@ def l1_logistic_regression(x: torch.Tensor, y: torch.Tensor, lam: float, *, step
     if not lam > 0:
         raise ValueError(f"lam must be positive, got {lam!r}")
     if not set(torch.unique(y).tolist()) <= {0, 1}:
-        raise ValueError(f"y must hold labels 0 and 1, got values {torch.unique(y).tolist()}")
+        raise ValueError(
+            f"y must hold labels 0 and 1, got values {torch.unique(y).tolist()}"
+        )
     n, d = x.shape
     s = 2 * y.to(x.dtype) - 1
     xb = torch.cat([x, x.new_ones(n, 1)], 1)  # the bias is the last coordinate
@@ -256,7 +288,9 @@ def l1_logistic_regression(x: torch.Tensor, y: torch.Tensor, lam: float, *, step
     objective = []
     for _ in range(steps):
         new = z - step * grad(z)
-        new[:d] = soft_threshold(new[:d], step * lam)  # the bias is not penalized
+        new[:d] = soft_threshold(
+            new[:d], step * lam
+        )  # the bias is not penalized
         t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
         z = new + (t - 1) / t_next * (new - theta)
         theta, t = new, t_next
@@ -267,7 +301,12 @@ def l1_logistic_regression(x: torch.Tensor, y: torch.Tensor, lam: float, *, step
 # --- dropout ----------------------------------------------------------------------------------
 
 
-def dropout(x: torch.Tensor, p: float, training: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+def dropout(
+    x: torch.Tensor,
+    p: float,
+    training: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Inverted dropout: zero each entry with probability ``p``, scale the survivors by ``1/(1-p)``.
 
     .. math:: y = \\frac{m \\odot x}{1 - p}, \\qquad m_i \\sim \\operatorname{Bernoulli}(1 - p)
@@ -279,7 +318,9 @@ def dropout(x: torch.Tensor, p: float, training: bool = True, generator: torch.G
     so the same generator state gives the same output as ``F.dropout`` bit for bit.
     """
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout probability p must be between 0 and 1, got {p!r}")
+        raise ValueError(
+            f"dropout probability p must be between 0 and 1, got {p!r}"
+        )
     if not training or p == 0.0:
         return x
     if p == 1.0:
@@ -299,10 +340,14 @@ class Dropout(nn.Module):
         input: any; output: the same.
     """
 
-    def __init__(self, p: float = 0.5, generator: torch.Generator | None = None):
+    def __init__(
+        self, p: float = 0.5, generator: torch.Generator | None = None
+    ):
         super().__init__()
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability p must be between 0 and 1, got {p!r}")
+            raise ValueError(
+                f"dropout probability p must be between 0 and 1, got {p!r}"
+            )
         self.p, self.generator = p, generator
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -337,25 +382,46 @@ class EarlyStopping:
         restore_best_weights: load the best epoch's weights into the model on stopping.
     """
 
-    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0, mode: str = "min",
-                 restore_best_weights: bool = True):
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        patience: int = 5,
+        min_delta: float = 0.0,
+        mode: str = "min",
+        restore_best_weights: bool = True,
+    ):
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         if not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"patience must be a non-negative integer, got {patience!r}")
+            raise ValueError(
+                f"patience must be a non-negative integer, got {patience!r}"
+            )
         if min_delta < 0:
-            raise ValueError(f"min_delta must be non-negative, got {min_delta!r}")
-        self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, min_delta, mode
+            raise ValueError(
+                f"min_delta must be non-negative, got {min_delta!r}"
+            )
+        self.monitor, self.patience, self.min_delta, self.mode = (
+            monitor,
+            patience,
+            min_delta,
+            mode,
+        )
         self.restore_best_weights = restore_best_weights
         self.best_epoch: int | None = None  # 0-based epoch of the best value
-        self.stopped_epoch: int | None = None  # 0-based epoch after which training stopped
+        self.stopped_epoch: int | None = (
+            None  # 0-based epoch after which training stopped
+        )
         self.best_state: dict[str, torch.Tensor] | None = None
 
     def improvements(self, values: Sequence[float]) -> list[bool]:
         """For each epoch, whether its value improved on the best before it."""
         best, out = None, []
         for v in values:
-            better = best is None or (v < best - self.min_delta if self.mode == "min" else v > best + self.min_delta)
+            better = best is None or (
+                v < best - self.min_delta
+                if self.mode == "min"
+                else v > best + self.min_delta
+            )
             if better:
                 best = v
             out.append(better)
@@ -387,7 +453,9 @@ class EarlyStopping:
     def restore(self, model: nn.Module) -> None:
         """Load the weights of the best epoch seen so far into ``model``."""
         if self.best_state is None:
-            raise RuntimeError("no best weights were recorded: was the stopper used as a callback of fit?")
+            raise RuntimeError(
+                "no best weights were recorded: was the stopper used as a callback of fit?"
+            )
         model.load_state_dict(self.best_state)
 
 
@@ -402,7 +470,9 @@ class MLPConfig:
     hidden: tuple[int, ...] = (256,)  # width of each hidden layer
     out_features: int = 10  # classes
     dropout: float = 0.0  # dropout probability after each hidden ReLU
-    input_dropout: float = 0.0  # dropout probability on the inputs (0.2 in Srivastava et al.)
+    input_dropout: float = (
+        0.0  # dropout probability on the inputs (0.2 in Srivastava et al.)
+    )
 
 
 class MLP(nn.Module):
@@ -416,7 +486,9 @@ class MLP(nn.Module):
         super().__init__()
         cfg = cfg or MLPConfig()
         if any(h < 1 for h in cfg.hidden):
-            raise ValueError(f"hidden widths must be positive, got {cfg.hidden}")
+            raise ValueError(
+                f"hidden widths must be positive, got {cfg.hidden}"
+            )
         self.cfg = cfg
         layers: list[nn.Module] = [nn.Flatten()]
         if cfg.input_dropout:
@@ -452,7 +524,9 @@ class WeightStats:
     values: torch.Tensor = field(repr=False)
 
 
-def weight_stats(weights: torch.Tensor | Iterable[torch.Tensor], tol: float = 0.01) -> WeightStats:
+def weight_stats(
+    weights: torch.Tensor | Iterable[torch.Tensor], tol: float = 0.01
+) -> WeightStats:
     """:class:`WeightStats` of one tensor or of several, pooled."""
     if isinstance(weights, torch.Tensor):
         weights = [weights]
@@ -460,4 +534,6 @@ def weight_stats(weights: torch.Tensor | Iterable[torch.Tensor], tol: float = 0.
     if w.numel() < 2:
         raise ValueError(f"need at least 2 weights, got {w.numel()}")
     std = w.std(unbiased=False)
-    return WeightStats(std.item(), (w.abs() < tol * std).double().mean().item(), tol, w)
+    return WeightStats(
+        std.item(), (w.abs() < tol * std).double().mean().item(), tol, w
+    )

@@ -43,12 +43,18 @@ def _finite(name: str, value) -> np.ndarray:
     arr = np.asarray(value, dtype=float)
     if not np.all(np.isfinite(arr)):
         bad = int((~np.isfinite(arr)).sum())
-        raise ValueError(f"{name} must be finite; it has {bad} NaN or infinite values")
+        raise ValueError(
+            f"{name} must be finite; it has {bad} NaN or infinite values"
+        )
     return arr
 
 
 def _positive(name: str, value: float) -> float:
-    if not (isinstance(value, (int, float, np.floating)) and math.isfinite(value) and value > 0):
+    if not (
+        isinstance(value, (int, float, np.floating))
+        and math.isfinite(value)
+        and value > 0
+    ):
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     return float(value)
 
@@ -56,7 +62,9 @@ def _positive(name: str, value: float) -> float:
 # --- closed forms ------------------------------------------------------------------------------
 
 
-def traveling_wave(x, t, nu: float, c: float = 0.0, a: float = 1.0) -> np.ndarray:
+def traveling_wave(
+    x, t, nu: float, c: float = 0.0, a: float = 1.0
+) -> np.ndarray:
     """The viscous shock ``u = c - a tanh(a (x - c t) / (2 nu))``, an exact solution on the line.
 
     It joins ``c + a`` (left) to ``c - a`` (right) over a width of about ``2 nu / a`` and moves
@@ -67,7 +75,9 @@ def traveling_wave(x, t, nu: float, c: float = 0.0, a: float = 1.0) -> np.ndarra
     return c - a * np.tanh(a * (x - c * t) / (2 * nu))
 
 
-def heat_mode_solution(x, t, nu: float, k: int = 1, a: float = 2.0, b: float = 1.0) -> np.ndarray:
+def heat_mode_solution(
+    x, t, nu: float, k: int = 1, a: float = 2.0, b: float = 1.0
+) -> np.ndarray:
     """Cole--Hopf image of one heat mode: an exact, smooth, ``2 pi / k``-periodic Burgers solution.
 
     ``phi = a + b exp(-nu k^2 t) cos(k x)`` solves ``phi_t = nu phi_xx``, so
@@ -76,7 +86,9 @@ def heat_mode_solution(x, t, nu: float, k: int = 1, a: float = 2.0, b: float = 1
     """
     nu = _positive("nu", nu)
     if not a > abs(b):
-        raise ValueError(f"need a > |b| so that phi stays positive, got a={a}, b={b}")
+        raise ValueError(
+            f"need a > |b| so that phi stays positive, got a={a}, b={b}"
+        )
     x, t = _finite("x", x), _finite("t", t)
     e = np.exp(-nu * k**2 * t)
     return 2 * nu * k * b * e * np.sin(k * x) / (a + b * e * np.cos(k * x))
@@ -95,19 +107,29 @@ def sine_series(x, t, nu: float, n_terms: int | None = None) -> np.ndarray:
     nu = _positive("nu", nu)
     x, t = np.broadcast_arrays(_finite("x", x), _finite("t", t))
     r = 1 / (2 * math.pi * nu)
-    n_terms = n_terms or int(2 * r + 60)  # I_k(r) is negligible once k is well past r
+    n_terms = n_terms or int(
+        2 * r + 60
+    )  # I_k(r) is negligible once k is well past r
     k = np.arange(1, n_terms + 1)
-    coef = (-1.0) ** k * ive(k, r)  # scaled by exp(-r), which cancels in the ratio
+    coef = (-1.0) ** k * ive(
+        k, r
+    )  # scaled by exp(-r), which cancels in the ratio
     decay = np.exp(-nu * (k * math.pi) ** 2 * t[..., None])
-    phi = ive(0, r) + 2 * (coef * decay * np.cos(k * math.pi * x[..., None])).sum(-1)
-    phi_x = -2 * (coef * decay * k * math.pi * np.sin(k * math.pi * x[..., None])).sum(-1)
+    phi = ive(0, r) + 2 * (
+        coef * decay * np.cos(k * math.pi * x[..., None])
+    ).sum(-1)
+    phi_x = -2 * (
+        coef * decay * k * math.pi * np.sin(k * math.pi * x[..., None])
+    ).sum(-1)
     return -2 * nu * phi_x / phi
 
 
 # --- the Raissi et al. benchmark by Cole--Hopf and Gauss--Hermite ------------------------------
 
 
-def cole_hopf_sine(x, t, nu: float = NU_RAISSI, n_quad: int = 200) -> np.ndarray:
+def cole_hopf_sine(
+    x, t, nu: float = NU_RAISSI, n_quad: int = 200
+) -> np.ndarray:
     """Exact solution of Burgers' equation with ``u(0, x) = -sin(pi x)`` (Raissi et al.'s benchmark).
 
     With ``phi_0(y) = exp(-cos(pi y) / (2 pi nu))`` and the substitution ``eta = sqrt(4 nu t) z``
@@ -139,11 +161,15 @@ def cole_hopf_sine(x, t, nu: float = NU_RAISSI, n_quad: int = 200) -> np.ndarray
     z, logw = z[keep], np.log(w[keep])
     y = x[..., None] - np.sqrt(4 * nu * t)[..., None] * z  # (S, n_quad)
     logf = logw - np.cos(math.pi * y) / (2 * math.pi * nu)
-    f = np.exp(logf - logf.max(-1, keepdims=True))  # log-sum-exp: exp(1/(2 pi nu)) = e^50 otherwise
+    f = np.exp(
+        logf - logf.max(-1, keepdims=True)
+    )  # log-sum-exp: exp(1/(2 pi nu)) = e^50 otherwise
     return -(np.sin(math.pi * y) * f).sum(-1) / f.sum(-1)
 
 
-def raissi_grid(nx: int = 256, nt: int = 100, t_max: float = 0.99, nu: float = NU_RAISSI):
+def raissi_grid(
+    nx: int = 256, nt: int = 100, t_max: float = 0.99, nu: float = NU_RAISSI
+):
     """The benchmark on the grid of Raissi et al.'s ``burgers_shock.mat``, computed here.
 
     Returns:
@@ -158,7 +184,9 @@ def raissi_grid(nx: int = 256, nt: int = 100, t_max: float = 0.99, nu: float = N
 # --- periodic problems: pseudo-spectral ETDRK4 and exact Cole--Hopf ---------------------------
 
 
-def periodic_grid(n: int, length: float = 2 * math.pi, start: float = 0.0) -> np.ndarray:
+def periodic_grid(
+    n: int, length: float = 2 * math.pi, start: float = 0.0
+) -> np.ndarray:
     """The ``n`` points ``start + j length / n``, ``j = 0..n-1``, of a periodic grid."""
     if not (isinstance(n, (int, np.integer)) and n >= 4):
         raise ValueError(f"n must be an integer >= 4, got {n!r}")
@@ -173,15 +201,29 @@ def wavenumbers(n: int, length: float) -> np.ndarray:
 def _etdrk4_coefficients(lin: np.ndarray, dt: float, n_contour: int = 32):
     """ETDRK4 coefficients of Kassam & Trefethen (2005), eq. (2.5), by their contour integral."""
     r = np.exp(1j * math.pi * (np.arange(1, n_contour + 1) - 0.5) / n_contour)
-    lr = dt * lin[:, None] + r[None, :]  # (K, M): a circle around each dt * L avoids 0/0
+    lr = (
+        dt * lin[:, None] + r[None, :]
+    )  # (K, M): a circle around each dt * L avoids 0/0
     q = dt * np.mean((np.exp(lr / 2) - 1) / lr, axis=1).real
-    f1 = dt * np.mean((-4 - lr + np.exp(lr) * (4 - 3 * lr + lr**2)) / lr**3, axis=1).real
+    f1 = (
+        dt
+        * np.mean(
+            (-4 - lr + np.exp(lr) * (4 - 3 * lr + lr**2)) / lr**3, axis=1
+        ).real
+    )
     f2 = dt * np.mean((2 + lr + np.exp(lr) * (lr - 2)) / lr**3, axis=1).real
-    f3 = dt * np.mean((-4 - 3 * lr - lr**2 + np.exp(lr) * (4 - lr)) / lr**3, axis=1).real
+    f3 = (
+        dt
+        * np.mean(
+            (-4 - 3 * lr - lr**2 + np.exp(lr) * (4 - lr)) / lr**3, axis=1
+        ).real
+    )
     return np.exp(dt * lin), np.exp(dt * lin / 2), q, f1, f2, f3
 
 
-def solve_periodic(u0, t, nu: float, length: float = 2 * math.pi, dt: float | None = None) -> np.ndarray:
+def solve_periodic(
+    u0, t, nu: float, length: float = 2 * math.pi, dt: float | None = None
+) -> np.ndarray:
     """Burgers' equation on a periodic domain by Fourier pseudo-spectral ETDRK4.
 
     In Fourier space ``u_hat' = -nu k^2 u_hat - (i k / 2) F[u^2]``: the stiff linear part is
@@ -202,9 +244,13 @@ def solve_periodic(u0, t, nu: float, length: float = 2 * math.pi, dt: float | No
     u0 = _finite("u0", u0)
     t = _finite("t", t)
     if u0.ndim not in (1, 2) or u0.shape[-1] < 4:
-        raise ValueError(f"u0 must have shape (n,) or (B, n) with n >= 4, got {u0.shape}")
+        raise ValueError(
+            f"u0 must have shape (n,) or (B, n) with n >= 4, got {u0.shape}"
+        )
     if t.ndim != 1 or len(t) < 1 or t[0] != 0 or np.any(np.diff(t) <= 0):
-        raise ValueError(f"t must be a 1-D increasing array starting at 0, got {t[:5]}...")
+        raise ValueError(
+            f"t must be a 1-D increasing array starting at 0, got {t[:5]}..."
+        )
     single = u0.ndim == 1
     u0 = np.atleast_2d(u0)
     n = u0.shape[-1]
@@ -242,7 +288,9 @@ def solve_periodic(u0, t, nu: float, length: float = 2 * math.pi, dt: float | No
     return out[0] if single else out
 
 
-def cole_hopf_periodic(u0, t, nu: float, length: float = 2 * math.pi) -> np.ndarray:
+def cole_hopf_periodic(
+    u0, t, nu: float, length: float = 2 * math.pi
+) -> np.ndarray:
     """Burgers' equation solved exactly through the heat equation, on a periodic grid.
 
     ``phi = exp(-(1 / 2 nu) int_0^x u)`` is periodic when ``u`` has zero mean; its Fourier modes
@@ -260,23 +308,37 @@ def cole_hopf_periodic(u0, t, nu: float, length: float = 2 * math.pi) -> np.ndar
         raise ValueError(f"u0 must have shape (n,) or (B, n), got {u0.shape}")
     mean = np.abs(u0.mean(-1)).max()
     if mean > 1e-8 * max(np.abs(u0).max(), 1.0):
-        raise ValueError(f"u0 must have zero mean for phi to be periodic, got a mean of {mean:.3g}")
+        raise ValueError(
+            f"u0 must have zero mean for phi to be periodic, got a mean of {mean:.3g}"
+        )
     if t.ndim != 1 or np.any(t < 0):
-        raise ValueError(f"t must be a 1-D array of times >= 0, got shape {t.shape}")
+        raise ValueError(
+            f"t must be a 1-D array of times >= 0, got shape {t.shape}"
+        )
     n = u0.shape[-1]
     k = wavenumbers(n, length)
     with np.errstate(divide="ignore", invalid="ignore"):
-        integrate = np.where(k > 0, 1 / (1j * k), 0)  # antiderivative of a zero-mean function
-    potential = np.fft.irfft(np.fft.rfft(u0) * integrate, n=n)  # int_0^x u, up to a constant
+        integrate = np.where(
+            k > 0, 1 / (1j * k), 0
+        )  # antiderivative of a zero-mean function
+    potential = np.fft.irfft(
+        np.fft.rfft(u0) * integrate, n=n
+    )  # int_0^x u, up to a constant
     log_phi = -potential / (2 * nu)
-    log_phi = log_phi - log_phi.max(-1, keepdims=True)  # phi in (0, 1]: no overflow
-    phi_hat = np.fft.rfft(np.exp(log_phi))[..., None, :] * np.exp(-nu * k**2 * t[:, None])  # (..., nt, K)
+    log_phi = log_phi - log_phi.max(
+        -1, keepdims=True
+    )  # phi in (0, 1]: no overflow
+    phi_hat = np.fft.rfft(np.exp(log_phi))[..., None, :] * np.exp(
+        -nu * k**2 * t[:, None]
+    )  # (..., nt, K)
     phi = np.fft.irfft(phi_hat, n=n)
     phi_x = np.fft.irfft(1j * k * phi_hat, n=n)
     return -2 * nu * phi_x / phi
 
 
-def koopman_eigenfunctions(u, nu: float, k_max: int, length: float = 2 * math.pi) -> np.ndarray:
+def koopman_eigenfunctions(
+    u, nu: float, k_max: int, length: float = 2 * math.pi
+) -> np.ndarray:
     """Burgers' Koopman eigenfunctions ``g_k(u) = phi_hat_k / phi_hat_0``, ``k = 1..k_max``, from Cole--Hopf.
 
     ``phi = exp(-(1 / 2 nu) int_0^x u)`` solves the heat equation up to a factor that depends on
@@ -290,17 +352,27 @@ def koopman_eigenfunctions(u, nu: float, k_max: int, length: float = 2 * math.pi
     u = _finite("u", u)
     n = u.shape[-1]
     if not 1 <= k_max <= n // 2:
-        raise ValueError(f"k_max must be between 1 and n // 2 = {n // 2}, got {k_max}")
+        raise ValueError(
+            f"k_max must be between 1 and n // 2 = {n // 2}, got {k_max}"
+        )
     k = wavenumbers(n, length)
     with np.errstate(divide="ignore", invalid="ignore"):
         integrate = np.where(k > 0, 1 / (1j * k), 0)
-    log_phi = -np.fft.irfft(np.fft.rfft(u) * integrate, n=n) / (2 * _positive("nu", nu))
+    log_phi = -np.fft.irfft(np.fft.rfft(u) * integrate, n=n) / (
+        2 * _positive("nu", nu)
+    )
     phi_hat = np.fft.rfft(np.exp(log_phi - log_phi.max(-1, keepdims=True)))
     return phi_hat[..., 1 : k_max + 1] / phi_hat[..., :1]
 
 
-def random_initial_conditions(n_samples: int, n: int = 64, n_modes: int = 3, amplitude: float = 1.0,
-                              seed: int = 0, length: float = 2 * math.pi) -> np.ndarray:
+def random_initial_conditions(
+    n_samples: int,
+    n: int = 64,
+    n_modes: int = 3,
+    amplitude: float = 1.0,
+    seed: int = 0,
+    length: float = 2 * math.pi,
+) -> np.ndarray:
     """Smooth zero-mean random periodic initial conditions: a few Fourier modes with random phases.
 
     ``u0(x) = sum_{m=1}^{n_modes} (c_m / m) sin(2 pi m x / length + theta_m)``, ``c_m`` standard
@@ -310,11 +382,18 @@ def random_initial_conditions(n_samples: int, n: int = 64, n_modes: int = 3, amp
         returns ``(n_samples, n)`` on :func:`periodic_grid` ``(n, length)``.
     """
     if not (isinstance(n_samples, (int, np.integer)) and n_samples >= 1):
-        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+        raise ValueError(
+            f"n_samples must be a positive integer, got {n_samples!r}"
+        )
     rng = np.random.default_rng(seed)
     x = periodic_grid(n, length)
     m = np.arange(1, n_modes + 1)
     c = rng.standard_normal((n_samples, n_modes)) / m
     theta = rng.uniform(0, 2 * math.pi, (n_samples, n_modes))
-    u0 = (c[:, :, None] * np.sin(2 * math.pi * m[None, :, None] * x / length + theta[:, :, None])).sum(1)
+    u0 = (
+        c[:, :, None]
+        * np.sin(
+            2 * math.pi * m[None, :, None] * x / length + theta[:, :, None]
+        )
+    ).sum(1)
     return amplitude * u0 / np.abs(u0).max(-1, keepdims=True)

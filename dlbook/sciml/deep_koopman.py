@@ -54,15 +54,28 @@ class DeepKoopmanConfig:
     """Hyperparameters of the Koopman autoencoder (names follow the paper and its code)."""
 
     state_dim: int = 2  # n: dimension of the state x
-    widths: tuple[int, ...] = (30, 30)  # hidden widths of the encoder; the decoder mirrors them
+    widths: tuple[int, ...] = (
+        30,
+        30,
+    )  # hidden widths of the encoder; the decoder mirrors them
     num_real: int = 2  # real eigenvalues, one latent coordinate each
-    num_complex_pairs: int = 0  # complex-conjugate pairs, two latent coordinates each
-    aux_widths: tuple[int, ...] = (10, 10, 10)  # hidden widths of each auxiliary (eigenvalue) network
+    num_complex_pairs: int = (
+        0  # complex-conjugate pairs, two latent coordinates each
+    )
+    aux_widths: tuple[int, ...] = (
+        10,
+        10,
+        10,
+    )  # hidden widths of each auxiliary (eigenvalue) network
     auxiliary: bool = True  # eigenvalues from the auxiliary network; False: constant learned eigenvalues
     log_radius: bool = False  # the auxiliary network sees log(r^2) instead of the paper's r^2 (scale-free)
     dt: float = 0.02  # time step between snapshots
-    num_shifts: int = 30  # S_p: future steps decoded and compared in the prediction loss
-    num_shifts_middle: int = 50  # steps compared in latent space in the linearity loss (T - 1)
+    num_shifts: int = (
+        30  # S_p: future steps decoded and compared in the prediction loss
+    )
+    num_shifts_middle: int = (
+        50  # steps compared in latent space in the linearity loss (T - 1)
+    )
     alpha1: float = 0.1  # weight of the reconstruction and prediction losses
     alpha2: float = 1e-7  # weight of the L-infinity loss
     alpha3: float = 1e-15  # weight of the L2 penalty on the weight matrices
@@ -72,8 +85,14 @@ class DeepKoopmanConfig:
         for name in ("state_dim", "num_shifts", "num_shifts_middle"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.num_real < 0 or self.num_complex_pairs < 0 or self.latent_dim == 0:
+                raise ValueError(
+                    f"{name} must be a positive integer, got {value!r}"
+                )
+        if (
+            self.num_real < 0
+            or self.num_complex_pairs < 0
+            or self.latent_dim == 0
+        ):
             raise ValueError(
                 f"need at least one eigenvalue: num_real={self.num_real}, num_complex_pairs={self.num_complex_pairs}"
             )
@@ -95,7 +114,13 @@ DISCRETE_SPECTRUM = DeepKoopmanConfig()
 """The paper's discrete-spectrum model: widths 30, auxiliary widths (10, 10, 10), two real eigenvalues."""
 
 PENDULUM = DeepKoopmanConfig(
-    widths=(80, 80), num_real=0, num_complex_pairs=1, aux_widths=(170,), alpha1=1e-3, alpha2=1e-9, alpha3=1e-14,
+    widths=(80, 80),
+    num_real=0,
+    num_complex_pairs=1,
+    aux_widths=(170,),
+    alpha1=1e-3,
+    alpha2=1e-9,
+    alpha3=1e-14,
 )
 """The paper's pendulum model: widths 80, one complex pair whose auxiliary network (width 170) sees the radius."""
 
@@ -136,17 +161,31 @@ class BlockMLP(nn.Module):
         x: ``(B, sum(in_sizes))`` -> ``(B, sum(out_sizes))``, blocks in order.
     """
 
-    def __init__(self, in_sizes: list[int], hidden: tuple[int, ...], out_sizes: list[int]):
+    def __init__(
+        self,
+        in_sizes: list[int],
+        hidden: tuple[int, ...],
+        out_sizes: list[int],
+    ):
         super().__init__()
         G = len(in_sizes)
-        layer_sizes = [list(in_sizes)] + [[h] * G for h in hidden] + [list(out_sizes)]
+        layer_sizes = (
+            [list(in_sizes)] + [[h] * G for h in hidden] + [list(out_sizes)]
+        )
         self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
-        for i, (ins, outs) in enumerate(zip(layer_sizes[:-1], layer_sizes[1:])):
-            W, mask = torch.zeros(sum(ins), sum(outs)), torch.zeros(sum(ins), sum(outs))
+        for i, (ins, outs) in enumerate(
+            zip(layer_sizes[:-1], layer_sizes[1:])
+        ):
+            W, mask = (
+                torch.zeros(sum(ins), sum(outs)),
+                torch.zeros(sum(ins), sum(outs)),
+            )
             r = c = 0
             for a, b in zip(ins, outs):
-                W[r:r + a, c:c + b].uniform_(-1 / np.sqrt(a), 1 / np.sqrt(a))
-                mask[r:r + a, c:c + b] = 1
+                W[r : r + a, c : c + b].uniform_(
+                    -1 / np.sqrt(a), 1 / np.sqrt(a)
+                )
+                mask[r : r + a, c : c + b] = 1
                 r, c = r + a, c + b
             self.weights.append(nn.Parameter(W))
             self.biases.append(nn.Parameter(torch.zeros(sum(outs))))
@@ -154,9 +193,13 @@ class BlockMLP(nn.Module):
 
     def masked_weights(self) -> list[Tensor]:
         """The block-diagonal weights; compute once and pass to :meth:`forward` when calling it often."""
-        return [W * getattr(self, f"mask{i}") for i, W in enumerate(self.weights)]
+        return [
+            W * getattr(self, f"mask{i}") for i, W in enumerate(self.weights)
+        ]
 
-    def forward(self, x: Tensor, weights: list[Tensor] | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, weights: list[Tensor] | None = None
+    ) -> Tensor:
         weights = self.masked_weights() if weights is None else weights
         for i, (W, b) in enumerate(zip(weights, self.biases)):
             x = torch.addmm(b, x, W)
@@ -184,24 +227,44 @@ class AuxiliaryNetwork(nn.Module):
 
     def __init__(self, cfg: DeepKoopmanConfig):
         super().__init__()
-        self.num_complex_pairs, self.num_real, self.log_radius = cfg.num_complex_pairs, cfg.num_real, cfg.log_radius
+        self.num_complex_pairs, self.num_real, self.log_radius = (
+            cfg.num_complex_pairs,
+            cfg.num_real,
+            cfg.log_radius,
+        )
         G = cfg.num_complex_pairs + cfg.num_real
-        self.net = BlockMLP([1] * G, cfg.aux_widths, [2] * cfg.num_complex_pairs + [1] * cfg.num_real)
+        self.net = BlockMLP(
+            [1] * G,
+            cfg.aux_widths,
+            [2] * cfg.num_complex_pairs + [1] * cfg.num_real,
+        )
 
-    def forward(self, y: Tensor, weights: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, y: Tensor, weights: list[Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
         P, R, B = self.num_complex_pairs, self.num_real, len(y)
         inputs = []
         if P:
-            radius2 = y[:, :2 * P].reshape(B, P, 2).pow(2).sum(-1)  # (B, P): squared radii
-            inputs.append(torch.log(radius2 + 1e-12) if self.log_radius else radius2)
-        inputs += [y[:, 2 * P:]] if R else []  # (B, R)
-        out = self.net(inputs[0] if len(inputs) == 1 else torch.cat(inputs, 1), weights)  # (B, 2P + R)
+            radius2 = (
+                y[:, : 2 * P].reshape(B, P, 2).pow(2).sum(-1)
+            )  # (B, P): squared radii
+            inputs.append(
+                torch.log(radius2 + 1e-12) if self.log_radius else radius2
+            )
+        inputs += [y[:, 2 * P :]] if R else []  # (B, R)
+        out = self.net(
+            inputs[0] if len(inputs) == 1 else torch.cat(inputs, 1), weights
+        )  # (B, 2P + R)
         if not P:
             return out, torch.zeros_like(out)
-        pairs = out[:, :2 * P].reshape(B, P, 2)  # (omega, mu) per pair, the order of the authors' code
+        pairs = out[:, : 2 * P].reshape(
+            B, P, 2
+        )  # (omega, mu) per pair, the order of the authors' code
         if not R:
             return pairs[..., 1], pairs[..., 0]
-        return torch.cat([pairs[..., 1], out[:, 2 * P:]], 1), torch.cat([pairs[..., 0], y.new_zeros(B, R)], 1)
+        return torch.cat([pairs[..., 1], out[:, 2 * P :]], 1), torch.cat(
+            [pairs[..., 0], y.new_zeros(B, R)], 1
+        )
 
     @staticmethod
     def eigenvalues(mu: Tensor, omega: Tensor) -> Tensor:
@@ -220,7 +283,10 @@ class ConstantEigenvalues(nn.Module):
 
     def __init__(self, cfg: DeepKoopmanConfig):
         super().__init__()
-        self.num_complex_pairs, self.num_real = cfg.num_complex_pairs, cfg.num_real
+        self.num_complex_pairs, self.num_real = (
+            cfg.num_complex_pairs,
+            cfg.num_real,
+        )
         self.mu = nn.Parameter(torch.zeros(cfg.num_eigenvalues))
         self.omega = nn.Parameter(torch.ones(cfg.num_complex_pairs))
 
@@ -230,7 +296,13 @@ class ConstantEigenvalues(nn.Module):
         return self.mu.expand(B, -1), omega.expand(B, -1)
 
 
-def koopman_step(y: Tensor, mu: Tensor, omega: Tensor, dt: float | Tensor, num_complex_pairs: int) -> Tensor:
+def koopman_step(
+    y: Tensor,
+    mu: Tensor,
+    omega: Tensor,
+    dt: float | Tensor,
+    num_complex_pairs: int,
+) -> Tensor:
     """Advance the intrinsic coordinates one step with the block-diagonal ``K(mu, omega)``.
 
     Each complex pair is multiplied by the Jordan block
@@ -250,11 +322,15 @@ def koopman_step(y: Tensor, mu: Tensor, omega: Tensor, dt: float | Tensor, num_c
     P, B = num_complex_pairs, len(y)
     parts = []
     if P:
-        z = torch.view_as_complex(y[:, :2 * P].reshape(B, P, 2).contiguous())  # (B, P): y_1 + i y_2
-        factor = torch.exp(torch.complex(mu[:, :P], omega[:, :P]) * dt)  # e^{(mu + i omega) dt}
+        z = torch.view_as_complex(
+            y[:, : 2 * P].reshape(B, P, 2).contiguous()
+        )  # (B, P): y_1 + i y_2
+        factor = torch.exp(
+            torch.complex(mu[:, :P], omega[:, :P]) * dt
+        )  # e^{(mu + i omega) dt}
         parts.append(torch.view_as_real(factor * z).reshape(B, 2 * P))
     if y.shape[1] > 2 * P:
-        parts.append(y[:, 2 * P:] * torch.exp(mu[:, P:] * dt))
+        parts.append(y[:, 2 * P :] * torch.exp(mu[:, P:] * dt))
     return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
 
@@ -291,8 +367,14 @@ class DeepKoopman(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = mlp([cfg.state_dim, *cfg.widths, cfg.latent_dim])
-        self.decoder = mlp([cfg.latent_dim, *reversed(cfg.widths), cfg.state_dim])
-        self.aux = AuxiliaryNetwork(cfg) if cfg.auxiliary else ConstantEigenvalues(cfg)
+        self.decoder = mlp(
+            [cfg.latent_dim, *reversed(cfg.widths), cfg.state_dim]
+        )
+        self.aux = (
+            AuxiliaryNetwork(cfg)
+            if cfg.auxiliary
+            else ConstantEigenvalues(cfg)
+        )
 
     def encode(self, x: Tensor) -> Tensor:
         """``phi(x)``: ``(..., n) -> (..., k)``."""
@@ -305,7 +387,9 @@ class DeepKoopman(nn.Module):
     def step(self, y: Tensor, weights: list[Tensor] | None = None) -> Tensor:
         """One Koopman step ``K(y) y``: ``(B, k) -> (B, k)``."""
         mu, omega = self.aux(y, weights)
-        return koopman_step(y, mu, omega, self.cfg.dt, self.cfg.num_complex_pairs)
+        return koopman_step(
+            y, mu, omega, self.cfg.dt, self.cfg.num_complex_pairs
+        )
 
     def advance(self, y0: Tensor, n_steps: int) -> Tensor:
         """``K^m y_0`` for ``m = 1 .. n_steps``: ``(B, k) -> (B, n_steps, k)``.
@@ -317,8 +401,13 @@ class DeepKoopman(nn.Module):
             B, k = y0.shape
             y = y0[:, None].expand(B, n_steps, k).reshape(B * n_steps, k)
             mu, omega = self.aux(y)
-            times = (torch.arange(1, n_steps + 1, dtype=y0.dtype, device=y0.device) * self.cfg.dt).repeat(B)
-            return koopman_step(y, mu, omega, times[:, None], self.cfg.num_complex_pairs).reshape(B, n_steps, k)
+            times = (
+                torch.arange(1, n_steps + 1, dtype=y0.dtype, device=y0.device)
+                * self.cfg.dt
+            ).repeat(B)
+            return koopman_step(
+                y, mu, omega, times[:, None], self.cfg.num_complex_pairs
+            ).reshape(B, n_steps, k)
         weights = self.aux.net.masked_weights()  # once, not at every step
         ys, y = [], y0
         for _ in range(n_steps):
@@ -340,9 +429,20 @@ class DeepKoopman(nn.Module):
             )
         y = self.encode(x)  # (B, T, k)
         y_adv = self.advance(y[:, 0], S)  # (B, S, k)
-        decoded = self.decode(torch.cat([y[:, :1], y_adv[:, :cfg.num_shifts]], 1))  # (B, 1 + S_p, n)
-        weight_norm = sum(p.pow(2).sum() for name, p in self.named_parameters() if "bias" not in name) / 2
-        return KoopmanOutput(decoded[:, 0], decoded[:, 1:], y, y_adv, weight_norm)
+        decoded = self.decode(
+            torch.cat([y[:, :1], y_adv[:, : cfg.num_shifts]], 1)
+        )  # (B, 1 + S_p, n)
+        weight_norm = (
+            sum(
+                p.pow(2).sum()
+                for name, p in self.named_parameters()
+                if "bias" not in name
+            )
+            / 2
+        )
+        return KoopmanOutput(
+            decoded[:, 0], decoded[:, 1:], y, y_adv, weight_norm
+        )
 
     @torch.no_grad()
     def predict(self, x0: Tensor, n_steps: int) -> Tensor:
@@ -352,7 +452,11 @@ class DeepKoopman(nn.Module):
             x0: ``(B, n)``; returns ``(B, n_steps, n)`` whose first entry is ``phi^{-1}(phi(x_0))``.
         """
         y0 = self.encode(x0)
-        ys = torch.cat([y0[:, None], self.advance(y0, n_steps - 1)], 1) if n_steps > 1 else y0[:, None]
+        ys = (
+            torch.cat([y0[:, None], self.advance(y0, n_steps - 1)], 1)
+            if n_steps > 1
+            else y0[:, None]
+        )
         return self.decode(ys)
 
 
@@ -394,33 +498,68 @@ class DeepKoopmanLoss:
         """
         cfg = self.cfg
         Sp, Sm = cfg.num_shifts, cfg.num_shifts_middle
-        x_next, y_next = x[:, 1:Sp + 1], out.y[:, 1:Sm + 1]  # the targets of pred and lin
+        x_next, y_next = (
+            x[:, 1 : Sp + 1],
+            out.y[:, 1 : Sm + 1],
+        )  # the targets of pred and lin
         recon = (out.x_recon - x[:, 0]).pow(2).mean()
-        pred = (out.x_pred - x_next).pow(2).mean((0, 2))  # (S_p,): one mean squared error per step
+        pred = (
+            (out.x_pred - x_next).pow(2).mean((0, 2))
+        )  # (S_p,): one mean squared error per step
         lin = (out.y_adv[:, :Sm] - y_next).pow(2).mean((0, 2))  # (S,)
-        inf0, inf1 = (out.x_recon - x[:, 0]).abs().max(), (out.x_pred[:, 0] - x[:, 1]).abs().max()
+        inf0, inf1 = (
+            (out.x_recon - x[:, 0]).abs().max(),
+            (out.x_pred[:, 0] - x[:, 1]).abs().max(),
+        )
         if cfg.relative_loss:
             eps = 1e-5
             recon = recon / (x[:, 0].pow(2).mean() + eps)
             pred = pred / (x_next.pow(2).mean((0, 2)) + eps)
             lin = lin / (y_next.pow(2).mean((0, 2)) + eps)
-            inf0, inf1 = inf0 / (x[:, 0].abs().max() + eps), inf1 / (x[:, 1].abs().max() + eps)
-        return {"recon": recon, "pred": pred.mean(), "lin": lin.mean(), "inf": inf0 + inf1, "l2": out.weight_norm}
+            inf0, inf1 = (
+                inf0 / (x[:, 0].abs().max() + eps),
+                inf1 / (x[:, 1].abs().max() + eps),
+            )
+        return {
+            "recon": recon,
+            "pred": pred.mean(),
+            "lin": lin.mean(),
+            "inf": inf0 + inf1,
+            "l2": out.weight_norm,
+        }
 
     def __call__(self, out: KoopmanOutput, x: Tensor) -> Tensor:
         c, cfg = self.components(out, x), self.cfg
-        return cfg.alpha1 * (c["recon"] + c["pred"]) + c["lin"] + cfg.alpha2 * c["inf"] + cfg.alpha3 * c["l2"]
+        return (
+            cfg.alpha1 * (c["recon"] + c["pred"])
+            + c["lin"]
+            + cfg.alpha2 * c["inf"]
+            + cfg.alpha3 * c["l2"]
+        )
 
     def metrics(self) -> dict:
         """Per-term metrics for :func:`dlbook.train.fit` (``train_recon``, ``val_lin``, ...)."""
-        return {name: (lambda out, x, name=name: self.components(out, x)[name]) for name in ("recon", "pred", "lin")}
+        return {
+            name: (lambda out, x, name=name: self.components(out, x)[name])
+            for name in ("recon", "pred", "lin")
+        }
 
 
 # --- data -----------------------------------------------------------------------------------
 
 
-def trajectory_data(system: System, n: int, low, high, *, len_time: int = 51, dt: float = 0.02, seed: int = 0,
-                    max_energy: float | None = None, substeps: int = 10) -> Tensor:
+def trajectory_data(
+    system: System,
+    n: int,
+    low,
+    high,
+    *,
+    len_time: int = 51,
+    dt: float = 0.02,
+    seed: int = 0,
+    max_energy: float | None = None,
+    substeps: int = 10,
+) -> Tensor:
     """``n`` trajectories of ``system`` from initial states uniform in the box ``[low, high]``.
 
     As in Lusch et al. (2018): 51 snapshots ``dt = 0.02`` apart; for the pendulum only
@@ -445,8 +584,17 @@ def trajectory_data(system: System, n: int, low, high, *, len_time: int = 51, dt
 # --- training -------------------------------------------------------------------------------
 
 
-def train(model: DeepKoopman, x_train: Tensor, *, steps: int, batch_size: int = 128, lr: float = 1e-3,
-          cosine: bool = True, x_val: Tensor | None = None, device: torch.device | str | None = None) -> History:
+def train(
+    model: DeepKoopman,
+    x_train: Tensor,
+    *,
+    steps: int,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    cosine: bool = True,
+    x_val: Tensor | None = None,
+    device: torch.device | str | None = None,
+) -> History:
     """Train ``model`` with Adam and the paper's loss for about ``steps`` steps; return the history.
 
     The authors train with Adam at a constant ``lr = 1e-3`` for hours; for short runs the
@@ -474,18 +622,49 @@ def train(model: DeepKoopman, x_train: Tensor, *, steps: int, batch_size: int = 
         if x is None:
             continue
         if x.ndim != 3 or x.shape[-1] != model.cfg.state_dim:
-            raise ValueError(f"{name} must be trajectories of shape (N, T, {model.cfg.state_dim}), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"{name} must be trajectories of shape (N, T, {model.cfg.state_dim}), "
+                f"got {tuple(x.shape)}"
+            )
         if not torch.isfinite(x).all():
             bad = int((~torch.isfinite(x)).sum())
-            raise ValueError(f"{name} must be finite, but {bad} of its {x.numel()} entries are NaN or infinite")
+            raise ValueError(
+                f"{name} must be finite, but {bad} of its {x.numel()} entries are NaN or infinite"
+            )
     loss = DeepKoopmanLoss(model.cfg)
-    loader = DataLoader(TensorDataset(x_train, x_train), batch_size=batch_size, shuffle=True, drop_last=True)
+    loader = DataLoader(
+        TensorDataset(x_train, x_train),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+    )
     if len(loader) == 0:
-        raise ValueError(f"batch_size={batch_size} is larger than the {len(x_train)} training trajectories")
+        raise ValueError(
+            f"batch_size={batch_size} is larger than the {len(x_train)} training trajectories"
+        )
     epochs = -(-steps // len(loader))
-    val = DataLoader(TensorDataset(x_val, x_val), batch_size=1024) if x_val is not None else None
+    val = (
+        DataLoader(TensorDataset(x_val, x_val), batch_size=1024)
+        if x_val is not None
+        else None
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader)) if cosine else None
-    return fit(model, loader, optimizer, epochs=epochs, loss_fn=loss, metrics=loss.metrics(), val_loader=val,
-               scheduler=scheduler, scheduler_step="batch", device=device)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=epochs * len(loader)
+        )
+        if cosine
+        else None
+    )
+    return fit(
+        model,
+        loader,
+        optimizer,
+        epochs=epochs,
+        loss_fn=loss,
+        metrics=loss.metrics(),
+        val_loader=val,
+        scheduler=scheduler,
+        scheduler_step="batch",
+        device=device,
+    )

@@ -49,14 +49,20 @@ def as_matrix(name: str, value, *, complex_ok: bool = False) -> Tensor:
         raise ValueError(f"{name} must be real, got dtype {t.dtype}")
     t = t.to(torch.complex128 if t.is_complex() else DTYPE)
     if t.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D matrix, got shape {tuple(t.shape)}")
+        raise ValueError(
+            f"{name} must be a 2-D matrix, got shape {tuple(t.shape)}"
+        )
     if not torch.isfinite(t).all():
         bad = int((~torch.isfinite(t)).sum())
-        raise ValueError(f"{name} must be finite, but {bad} of its {t.numel()} entries are NaN or infinite")
+        raise ValueError(
+            f"{name} must be finite, but {bad} of its {t.numel()} entries are NaN or infinite"
+        )
     return t
 
 
-def truncated_svd(X: Tensor, rank: int | float | None, *, name: str = "X") -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def truncated_svd(
+    X: Tensor, rank: int | float | None, *, name: str = "X"
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The rank-``r`` singular value decomposition ``X ~ U_r diag(s_r) V_r^*`` and all singular values.
 
     Args:
@@ -80,8 +86,12 @@ def truncated_svd(X: Tensor, rank: int | float | None, *, name: str = "X") -> tu
         raise ValueError(f"{name} is zero: there is nothing to decompose")
     if rank is None:
         r = numerical
-    elif isinstance(rank, bool) or not isinstance(rank, (int, float, np.integer, np.floating)):
-        raise ValueError(f"rank must be None, a positive integer or a fraction in (0, 1), got {rank!r}")
+    elif isinstance(rank, bool) or not isinstance(
+        rank, (int, float, np.integer, np.floating)
+    ):
+        raise ValueError(
+            f"rank must be None, a positive integer or a fraction in (0, 1), got {rank!r}"
+        )
     elif isinstance(rank, (int, np.integer)):
         if not 1 <= rank <= min(n, m):
             raise ValueError(
@@ -97,7 +107,9 @@ def truncated_svd(X: Tensor, rank: int | float | None, *, name: str = "X") -> tu
         r = int(rank)
     else:
         if not 0 < rank < 1:
-            raise ValueError(f"a fractional rank must lie in (0, 1), got {rank!r}; pass an int for a fixed rank")
+            raise ValueError(
+                f"a fractional rank must lie in (0, 1), got {rank!r}; pass an int for a fixed rank"
+            )
         energy = torch.cumsum(s**2, 0) / (s**2).sum()
         r = min(int((energy < rank).sum()) + 1, numerical)
     return U[:, :r], s[:r], Vh[:r].mH, s
@@ -105,7 +117,9 @@ def truncated_svd(X: Tensor, rank: int | float | None, *, name: str = "X") -> tu
 
 def sort_eigenvalues(eigs: Tensor) -> Tensor:
     """Indices that sort eigenvalues by imaginary part, then real part (a canonical order for comparisons)."""
-    order = np.lexsort((eigs.real.cpu().numpy(), np.round(eigs.imag.cpu().numpy(), 10)))
+    order = np.lexsort(
+        (eigs.real.cpu().numpy(), np.round(eigs.imag.cpu().numpy(), 10))
+    )
     return torch.as_tensor(order)
 
 
@@ -138,7 +152,9 @@ class DMDResult:
         """``omega_j = log(lambda_j) / dt``: growth rate (real part) and angular frequency (imaginary part)."""
         return torch.log(self.eigenvalues) / self.dt
 
-    def time_dynamics(self, n_steps: int, amplitudes: Tensor | None = None) -> Tensor:
+    def time_dynamics(
+        self, n_steps: int, amplitudes: Tensor | None = None
+    ) -> Tensor:
         """``b_j lambda_j^k`` for ``k = 0 .. n_steps - 1``; shape ``(r, n_steps)``."""
         b = self.amplitudes if amplitudes is None else amplitudes
         k = torch.arange(n_steps, dtype=DTYPE)
@@ -152,12 +168,23 @@ class DMDResult:
         """Advance any initial state ``x0`` (``(n,)``) by the model: amplitudes by least squares onto the modes."""
         x0 = torch.as_tensor(x0, dtype=DTYPE).reshape(-1, 1)
         if x0.shape[0] != self.modes.shape[0]:
-            raise ValueError(f"x0 must have {self.modes.shape[0]} entries (one per row of the data), got {x0.shape[0]}")
-        b = torch.linalg.lstsq(self.modes, x0.to(self.modes.dtype)).solution[:, 0]
+            raise ValueError(
+                f"x0 must have {self.modes.shape[0]} entries (one per row of the data), got {x0.shape[0]}"
+            )
+        b = torch.linalg.lstsq(self.modes, x0.to(self.modes.dtype)).solution[
+            :, 0
+        ]
         return (self.modes @ self.time_dynamics(n_steps, b)).real
 
 
-def dmd(X, Y=None, *, rank: int | float | None = None, dt: float = 1.0, exact: bool = True) -> DMDResult:
+def dmd(
+    X,
+    Y=None,
+    *,
+    rank: int | float | None = None,
+    dt: float = 1.0,
+    exact: bool = True,
+) -> DMDResult:
     """Exact dynamic mode decomposition (Tu et al. 2014, Algorithm 2).
 
     With snapshot pairs ``y_k = F(x_k)`` stacked as columns of ``X`` and ``Y``, DMD finds the
@@ -187,12 +214,16 @@ def dmd(X, Y=None, *, rank: int | float | None = None, dt: float = 1.0, exact: b
     X = as_matrix("X", X)
     if Y is None:
         if X.shape[1] < 2:
-            raise ValueError(f"X must hold at least 2 snapshots (columns) to form a pair, got {X.shape[1]}")
+            raise ValueError(
+                f"X must hold at least 2 snapshots (columns) to form a pair, got {X.shape[1]}"
+            )
         X, Y = X[:, :-1], X[:, 1:]
     else:
         Y = as_matrix("Y", Y)
         if Y.shape != X.shape:
-            raise ValueError(f"X and Y must have the same shape (features, snapshots), got {tuple(X.shape)} and {tuple(Y.shape)}")
+            raise ValueError(
+                f"X and Y must have the same shape (features, snapshots), got {tuple(X.shape)} and {tuple(Y.shape)}"
+            )
     if not (isinstance(dt, (int, float)) and np.isfinite(dt) and dt > 0):
         raise ValueError(f"dt must be a positive number, got {dt!r}")
     U, s, V, s_all = truncated_svd(X, rank)
@@ -201,11 +232,17 @@ def dmd(X, Y=None, *, rank: int | float | None = None, dt: float = 1.0, exact: b
     order = sort_eigenvalues(eigenvalues)
     eigenvalues, W = eigenvalues[order], W[:, order]
     if exact:
-        modes = (Y @ V / s).to(W.dtype) @ W / eigenvalues  # (n, r): Y V S^-1 W Lambda^-1
+        modes = (
+            (Y @ V / s).to(W.dtype) @ W / eigenvalues
+        )  # (n, r): Y V S^-1 W Lambda^-1
     else:
         modes = U.to(W.dtype) @ W
-    amplitudes = torch.linalg.lstsq(modes, X[:, :1].to(modes.dtype)).solution[:, 0]
-    return DMDResult(eigenvalues, modes, amplitudes, A_tilde, s_all, len(s), float(dt))
+    amplitudes = torch.linalg.lstsq(modes, X[:, :1].to(modes.dtype)).solution[
+        :, 0
+    ]
+    return DMDResult(
+        eigenvalues, modes, amplitudes, A_tilde, s_all, len(s), float(dt)
+    )
 
 
 # --- extended DMD ---------------------------------------------------------------------------
@@ -220,10 +257,21 @@ class Dictionary:
         dim: the state dimension the functions expect.
     """
 
-    def __init__(self, functions: Sequence[Callable[[Tensor], Tensor]], names: Sequence[str], dim: int):
+    def __init__(
+        self,
+        functions: Sequence[Callable[[Tensor], Tensor]],
+        names: Sequence[str],
+        dim: int,
+    ):
         if len(functions) == 0 or len(functions) != len(names):
-            raise ValueError(f"need one name per function and at least one function, got {len(functions)} and {len(names)}")
-        self.functions, self.names, self.dim = list(functions), list(names), int(dim)
+            raise ValueError(
+                f"need one name per function and at least one function, got {len(functions)} and {len(names)}"
+            )
+        self.functions, self.names, self.dim = (
+            list(functions),
+            list(names),
+            int(dim),
+        )
 
     def __len__(self) -> int:
         return len(self.functions)
@@ -235,32 +283,62 @@ class Dictionary:
         """Evaluate the dictionary: ``(N, d)`` states -> ``(N, K)`` observables."""
         x = as_matrix("x", x)
         if x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (N, {self.dim}) for this dictionary, got {tuple(x.shape)}")
+            raise ValueError(
+                f"x must have shape (N, {self.dim}) for this dictionary, got {tuple(x.shape)}"
+            )
         return torch.stack([f(x) for f in self.functions], dim=1)
 
     @classmethod
-    def polynomial(cls, exponents: Sequence[Sequence[int]], variables: Sequence[str] = ("x", "y")) -> Dictionary:
+    def polynomial(
+        cls,
+        exponents: Sequence[Sequence[int]],
+        variables: Sequence[str] = ("x", "y"),
+    ) -> Dictionary:
         """Monomials ``prod_i x_i^{e_i}``, one per exponent tuple: ``[(1, 0), (0, 1), (2, 0)]`` is ``[x, y, x^2]``."""
         exps = [tuple(int(e) for e in ex) for ex in exponents]
         if any(len(ex) != len(variables) or min(ex) < 0 for ex in exps):
-            raise ValueError(f"each exponent tuple needs {len(variables)} non-negative integers, got {exponents!r}")
+            raise ValueError(
+                f"each exponent tuple needs {len(variables)} non-negative integers, got {exponents!r}"
+            )
 
         def monomial(ex):
-            return lambda x: torch.prod(x ** torch.tensor(ex, dtype=x.dtype), dim=1)
+            return lambda x: torch.prod(
+                x ** torch.tensor(ex, dtype=x.dtype), dim=1
+            )
 
         def name(ex):
-            parts = [v if e == 1 else f"{v}^{e}" for v, e in zip(variables, ex) if e > 0]
+            parts = [
+                v if e == 1 else f"{v}^{e}"
+                for v, e in zip(variables, ex)
+                if e > 0
+            ]
             return " ".join(parts) or "1"
 
-        return cls([monomial(ex) for ex in exps], [name(ex) for ex in exps], len(variables))
+        return cls(
+            [monomial(ex) for ex in exps],
+            [name(ex) for ex in exps],
+            len(variables),
+        )
 
     @classmethod
-    def monomials(cls, degree: int, variables: Sequence[str] = ("x", "y"), constant: bool = False) -> Dictionary:
+    def monomials(
+        cls,
+        degree: int,
+        variables: Sequence[str] = ("x", "y"),
+        constant: bool = False,
+    ) -> Dictionary:
         """Every monomial of total degree 1 .. ``degree`` (and 1 if ``constant``), in graded order."""
         d = len(variables)
         exps = [(0,) * d] if constant else []
         for total in range(1, degree + 1):
-            exps += sorted((ex for ex in np.ndindex(*(total + 1,) * d) if sum(ex) == total), reverse=True)
+            exps += sorted(
+                (
+                    ex
+                    for ex in np.ndindex(*(total + 1,) * d)
+                    if sum(ex) == total
+                ),
+                reverse=True,
+            )
         return cls.polynomial(exps, variables)
 
 
@@ -292,7 +370,9 @@ class EDMDResult:
 
     def eigenfunctions(self, x) -> Tensor:
         """``phi_j(x) = psi(x) xi_j`` at states ``(N, d)``; complex, ``(N, K)``."""
-        return self.dictionary(x).to(self.eigenvectors.dtype) @ self.eigenvectors
+        return (
+            self.dictionary(x).to(self.eigenvectors.dtype) @ self.eigenvectors
+        )
 
     def predict(self, x0, n_steps: int) -> Tensor:
         """States ``x_0 .. x_{n_steps-1}`` from initial states ``x0 (N, d)``: ``x_k = sum_j lambda_j^k phi_j(x_0) v_j``.
@@ -301,11 +381,21 @@ class EDMDResult:
             returns ``(N, n_steps, d)``.
         """
         phi = self.eigenfunctions(x0)  # (N, K)
-        powers = self.eigenvalues[None, :] ** torch.arange(n_steps, dtype=DTYPE)[:, None]  # (T, K)
+        powers = (
+            self.eigenvalues[None, :]
+            ** torch.arange(n_steps, dtype=DTYPE)[:, None]
+        )  # (T, K)
         return torch.einsum("nk,tk,kd->ntd", phi, powers, self.modes).real
 
 
-def edmd(X, Y, dictionary: Dictionary, *, dt: float = 1.0, rank: int | float | None = None) -> EDMDResult:
+def edmd(
+    X,
+    Y,
+    dictionary: Dictionary,
+    *,
+    dt: float = 1.0,
+    rank: int | float | None = None,
+) -> EDMDResult:
     """Extended dynamic mode decomposition (Williams, Kevrekidis & Rowley 2015).
 
     With ``M`` snapshot pairs ``(x_k, y_k)``, ``y_k = F(x_k)``, lifted by the dictionary into
@@ -330,20 +420,28 @@ def edmd(X, Y, dictionary: Dictionary, *, dt: float = 1.0, rank: int | float | N
     """
     X, Y = as_matrix("X", X), as_matrix("Y", Y)
     if X.shape != Y.shape:
-        raise ValueError(f"X and Y must have the same shape (snapshots, state), got {tuple(X.shape)} and {tuple(Y.shape)}")
+        raise ValueError(
+            f"X and Y must have the same shape (snapshots, state), got {tuple(X.shape)} and {tuple(Y.shape)}"
+        )
     if not (isinstance(dt, (int, float)) and np.isfinite(dt) and dt > 0):
         raise ValueError(f"dt must be a positive number, got {dt!r}")
     Psi_X, Psi_Y = dictionary(X), dictionary(Y)  # (M, K)
     if not (torch.isfinite(Psi_X).all() and torch.isfinite(Psi_Y).all()):
-        raise ValueError("the dictionary produced NaN or infinite values on these data")
+        raise ValueError(
+            "the dictionary produced NaN or infinite values on these data"
+        )
     U, s, V, _ = truncated_svd(Psi_X, rank, name="Psi_X")
     K = V @ ((U.mT @ Psi_Y) / s[:, None])  # (K, K) = Psi_X^+ Psi_Y
     eigenvalues, eigenvectors = torch.linalg.eig(K)
     order = sort_eigenvalues(eigenvalues)
     eigenvalues, eigenvectors = eigenvalues[order], eigenvectors[:, order]
     B = V @ ((U.mT @ X) / s[:, None])  # (K, d): x ~ psi(x) B
-    modes = torch.linalg.solve(eigenvectors, B.to(eigenvectors.dtype))  # x = psi Xi Xi^-1 B
-    return EDMDResult(K, eigenvalues, eigenvectors, modes, B, dictionary, float(dt))
+    modes = torch.linalg.solve(
+        eigenvectors, B.to(eigenvectors.dtype)
+    )  # x = psi Xi Xi^-1 B
+    return EDMDResult(
+        K, eigenvalues, eigenvectors, modes, B, dictionary, float(dt)
+    )
 
 
 # --- the reference library ------------------------------------------------------------------
@@ -366,11 +464,16 @@ def import_pykoopman():
 
         def get_distribution(name):
             try:
-                return types.SimpleNamespace(version=importlib.metadata.version(name))
+                return types.SimpleNamespace(
+                    version=importlib.metadata.version(name)
+                )
             except importlib.metadata.PackageNotFoundError as err:
                 raise DistributionNotFound(name) from err
 
-        shim.DistributionNotFound, shim.get_distribution = DistributionNotFound, get_distribution
+        shim.DistributionNotFound, shim.get_distribution = (
+            DistributionNotFound,
+            get_distribution,
+        )
         sys.modules["pkg_resources"] = shim
     import pykoopman
 

@@ -70,7 +70,9 @@ def _mlp(sizes: list[int], dtype) -> nn.Sequential:
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b, dtype=dtype))
         if i < len(sizes) - 2:
-            layers.append(nn.Tanh())  # smooth, so that the decoder's Jacobian is too
+            layers.append(
+                nn.Tanh()
+            )  # smooth, so that the decoder's Jacobian is too
     return nn.Sequential(*layers)
 
 
@@ -87,13 +89,24 @@ class KoopmanAutoencoder(nn.Module):
     def __init__(self, cfg: KoopmanConfig, dtype=torch.float32):
         super().__init__()
         g = torch.Generator().manual_seed(cfg.seed)
-        torch.manual_seed(cfg.seed)  # the layers' default initialization draws from the global generator
-        self.encoder = _mlp([cfg.n] + [cfg.width] * cfg.depth + [cfg.latent], dtype)
+        torch.manual_seed(
+            cfg.seed
+        )  # the layers' default initialization draws from the global generator
+        self.encoder = _mlp(
+            [cfg.n] + [cfg.width] * cfg.depth + [cfg.latent], dtype
+        )
         if not 1 <= cfg.modes <= cfg.n // 2 - 1:
-            raise ValueError(f"modes must be between 1 and n // 2 - 1 = {cfg.n // 2 - 1}, got {cfg.modes}")
+            raise ValueError(
+                f"modes must be between 1 and n // 2 - 1 = {cfg.n // 2 - 1}, got {cfg.modes}"
+            )
         self.n, self.modes = cfg.n, cfg.modes
-        self.decoder = _mlp([cfg.latent] + [cfg.width] * cfg.depth + [2 * cfg.modes], dtype)
-        self.generator = nn.Parameter(0.01 * torch.randn(cfg.latent, cfg.latent, generator=g, dtype=dtype))
+        self.decoder = _mlp(
+            [cfg.latent] + [cfg.width] * cfg.depth + [2 * cfg.modes], dtype
+        )
+        self.generator = nn.Parameter(
+            0.01
+            * torch.randn(cfg.latent, cfg.latent, generator=g, dtype=dtype)
+        )
 
     def encode(self, u: torch.Tensor) -> torch.Tensor:
         return self.encoder(u)
@@ -105,13 +118,19 @@ class KoopmanAutoencoder(nn.Module):
         above ``modes`` too, so the decoded state is a trigonometric polynomial.
         """
         c = self.decoder(z)  # (..., 2 * modes)
-        spectrum = torch.complex(c[..., : self.modes], -c[..., self.modes :]) * (self.n / 2)
-        spectrum = torch.nn.functional.pad(spectrum, (1, self.n // 2 - self.modes))  # (..., n // 2 + 1)
+        spectrum = torch.complex(
+            c[..., : self.modes], -c[..., self.modes :]
+        ) * (self.n / 2)
+        spectrum = torch.nn.functional.pad(
+            spectrum, (1, self.n // 2 - self.modes)
+        )  # (..., n // 2 + 1)
         return torch.fft.irfft(spectrum, n=self.n)
 
     def advance(self, z0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``exp(t_k L) z_0`` for every time: ``(B, p)``, ``(T,)`` -> ``(B, T, p)``."""
-        flows = torch.linalg.matrix_exp(t[:, None, None] * self.generator)  # (T, p, p)
+        flows = torch.linalg.matrix_exp(
+            t[:, None, None] * self.generator
+        )  # (T, p, p)
         return torch.einsum("tij,bj->bti", flows, z0)
 
     def forward(self, u0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -122,8 +141,15 @@ class KoopmanAutoencoder(nn.Module):
         return torch.linalg.eigvals(self.generator.detach().double())
 
 
-def burgers_trajectories(n_traj: int, t, cfg: KoopmanConfig, seed: int, amplitude: float = 1.0,
-                         oversample: int = 4, dtype=torch.float32) -> torch.Tensor:
+def burgers_trajectories(
+    n_traj: int,
+    t,
+    cfg: KoopmanConfig,
+    seed: int,
+    amplitude: float = 1.0,
+    oversample: int = 4,
+    dtype=torch.float32,
+) -> torch.Tensor:
     """``n_traj`` Burgers trajectories from random initial conditions (:func:`random_initial_conditions`).
 
     They are simulated on a grid ``oversample`` times finer than ``cfg.n`` and then subsampled,
@@ -133,15 +159,25 @@ def burgers_trajectories(n_traj: int, t, cfg: KoopmanConfig, seed: int, amplitud
     Shapes:
         returns ``(n_traj, len(t), cfg.n)``.
     """
-    u0 = random_initial_conditions(n_traj, cfg.n * oversample, amplitude=amplitude, seed=seed, length=cfg.length)
-    u = solve_periodic(u0, np.asarray(t, dtype=float), cfg.nu, length=cfg.length)
+    u0 = random_initial_conditions(
+        n_traj,
+        cfg.n * oversample,
+        amplitude=amplitude,
+        seed=seed,
+        length=cfg.length,
+    )
+    u = solve_periodic(
+        u0, np.asarray(t, dtype=float), cfg.nu, length=cfg.length
+    )
     return torch.as_tensor(u[..., ::oversample], dtype=dtype)
 
 
 # --- physics ----------------------------------------------------------------------------------------
 
 
-def spectral_derivatives(u: torch.Tensor, length: float) -> tuple[torch.Tensor, torch.Tensor]:
+def spectral_derivatives(
+    u: torch.Tensor, length: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``u_x`` and ``u_xx`` of periodic ``u`` on a uniform grid, by FFT; exact for band-limited ``u``.
 
     The Nyquist mode is dropped from ``u_x`` (its derivative is not real-valued on the grid).
@@ -155,18 +191,26 @@ def spectral_derivatives(u: torch.Tensor, length: float) -> tuple[torch.Tensor, 
     if n % 2 == 0:
         ik[-1] = 0
     u_hat = torch.fft.rfft(u)
-    return torch.fft.irfft(ik * u_hat, n=n), torch.fft.irfft(-(k**2) * u_hat, n=n)
+    return torch.fft.irfft(ik * u_hat, n=n), torch.fft.irfft(
+        -(k**2) * u_hat, n=n
+    )
 
 
-def burgers_residual(u: torch.Tensor, u_t: torch.Tensor, nu: float, length: float) -> torch.Tensor:
+def burgers_residual(
+    u: torch.Tensor, u_t: torch.Tensor, nu: float, length: float
+) -> torch.Tensor:
     """``u_t + u u_x - nu u_xx`` with spectral space derivatives. Shapes: ``(..., n)`` each."""
     if u.shape != u_t.shape:
-        raise ValueError(f"u and u_t must have the same shape, got {tuple(u.shape)} and {tuple(u_t.shape)}")
+        raise ValueError(
+            f"u and u_t must have the same shape, got {tuple(u.shape)} and {tuple(u_t.shape)}"
+        )
     u_x, u_xx = spectral_derivatives(u, length)
     return u_t + u * u_x - nu * u_xx
 
 
-def latent_residual(model: KoopmanAutoencoder, z: torch.Tensor, nu: float, length: float) -> torch.Tensor:
+def latent_residual(
+    model: KoopmanAutoencoder, z: torch.Tensor, nu: float, length: float
+) -> torch.Tensor:
     """Burgers residual of the decoded state along the latent flow, eq. (pik-residual).
 
     ``u = psi(z)`` and ``u_t = J_psi(z) L z`` in one forward-mode pass (``torch.func.jvp``),
@@ -177,7 +221,11 @@ def latent_residual(model: KoopmanAutoencoder, z: torch.Tensor, nu: float, lengt
     """
     with warnings.catch_warnings():
         # torch 2.14's forward-mode AD loads its own decompositions with torch.jit.script, and warns
-        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore",
+            message="`torch.jit.script` is deprecated",
+            category=FutureWarning,
+        )
         u, u_t = torch.func.jvp(model.decode, (z,), (z @ model.generator.T,))
     return burgers_residual(u, u_t, nu, length)
 
@@ -202,16 +250,30 @@ def precondition(r: torch.Tensor, nu: float, length: float) -> torch.Tensor:
 # --- losses and training ----------------------------------------------------------------------------
 
 
-def _check(name: str, value: torch.Tensor, ndim: int, n: int | None = None) -> None:
+def _check(
+    name: str, value: torch.Tensor, ndim: int, n: int | None = None
+) -> None:
     if value.ndim != ndim or (n is not None and value.shape[-1] != n):
-        want = f"{ndim} dimensions" + (f" with last size {n}" if n is not None else "")
-        raise ValueError(f"{name} must have {want}, got shape {tuple(value.shape)}")
+        want = f"{ndim} dimensions" + (
+            f" with last size {n}" if n is not None else ""
+        )
+        raise ValueError(
+            f"{name} must have {want}, got shape {tuple(value.shape)}"
+        )
     if not torch.isfinite(value).all():
-        raise ValueError(f"{name} must be finite; it has {int((~torch.isfinite(value)).sum())} NaN or infinite values")
+        raise ValueError(
+            f"{name} must be finite; it has {int((~torch.isfinite(value)).sum())} NaN or infinite values"
+        )
 
 
-def koopman_losses(model: KoopmanAutoencoder, u: torch.Tensor | None, t: torch.Tensor, u0_colloc: torch.Tensor,
-                   tau: torch.Tensor, cfg: KoopmanConfig) -> dict[str, torch.Tensor]:
+def koopman_losses(
+    model: KoopmanAutoencoder,
+    u: torch.Tensor | None,
+    t: torch.Tensor,
+    u0_colloc: torch.Tensor,
+    tau: torch.Tensor,
+    cfg: KoopmanConfig,
+) -> dict[str, torch.Tensor]:
     """The terms of the training loss, eq. (pik-loss), each relative to the mean square of the states.
 
     * ``pred``: trajectories predicted from their first state, ``psi(exp(t L) phi(u_0))`` vs ``u(t)``;
@@ -239,26 +301,43 @@ def koopman_losses(model: KoopmanAutoencoder, u: torch.Tensor | None, t: torch.T
     if u is not None and len(u) > 0:
         _check("u", u, 3, cfg.n)
         if u.shape[1] != len(t):
-            raise ValueError(f"u has {u.shape[1]} time steps but t has {len(t)}")
+            raise ValueError(
+                f"u has {u.shape[1]} time steps but t has {len(t)}"
+            )
         z_obs = model.encode(u)  # (B, T, p)
         z_lin = model.advance(z_obs[:, 0], t)  # (B, T, p)
         out["pred"] = (model.decode(z_lin) - u).pow(2).mean() / scale
-        out["lin"] = (z_obs - z_lin).pow(2).mean() / z_obs.detach().pow(2).mean().clamp_min(1e-8)
+        out["lin"] = (z_obs - z_lin).pow(2).mean() / z_obs.detach().pow(
+            2
+        ).mean().clamp_min(1e-8)
         rec.append(model.decode(z_obs) - u)
     out["rec"] = sum(r.pow(2).mean() for r in rec) / len(rec) / scale
     if cfg.w_phys > 0:
-        z = model.advance(model.encode(u0_colloc), tau).reshape(-1, cfg.latent)  # (C * K, p)
+        z = model.advance(model.encode(u0_colloc), tau).reshape(
+            -1, cfg.latent
+        )  # (C * K, p)
         r = latent_residual(model, z, cfg.nu, cfg.length)
         if cfg.precondition:
             r = precondition(r, cfg.nu, cfg.length)
         out["phys"] = r.pow(2).mean() / scale
-    out["loss"] = (out.get("pred", 0) + out["rec"] + cfg.w_lin * out.get("lin", 0)
-                   + cfg.w_phys * out.get("phys", 0))
+    out["loss"] = (
+        out.get("pred", 0)
+        + out["rec"]
+        + cfg.w_lin * out.get("lin", 0)
+        + cfg.w_phys * out.get("phys", 0)
+    )
     return out
 
 
-def train_koopman(model: KoopmanAutoencoder, u: torch.Tensor | None, t: torch.Tensor, u0_colloc: torch.Tensor,
-                  cfg: KoopmanConfig, every: int = 25, callback=None) -> History:
+def train_koopman(
+    model: KoopmanAutoencoder,
+    u: torch.Tensor | None,
+    t: torch.Tensor,
+    u0_colloc: torch.Tensor,
+    cfg: KoopmanConfig,
+    every: int = 25,
+    callback=None,
+) -> History:
     """Minimize :func:`koopman_losses` with full-batch L-BFGS (strong-Wolfe line search).
 
     The collocation times are drawn once, uniformly in ``[0, t[-1]]``, so that the loss is a
@@ -268,9 +347,20 @@ def train_koopman(model: KoopmanAutoencoder, u: torch.Tensor | None, t: torch.Te
         A :class:`dlbook.train.History` of the loss terms (and ``callback(model)``'s numbers)
         every ``every`` loss evaluations, with ``step`` and ``seconds`` (CPU time).
     """
-    tau = t[-1] * torch.rand(cfg.colloc_times, generator=torch.Generator().manual_seed(cfg.seed), dtype=t.dtype)
-    opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=cfg.iters, history_size=50,
-                            tolerance_grad=0.0, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+    tau = t[-1] * torch.rand(
+        cfg.colloc_times,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        dtype=t.dtype,
+    )
+    opt = torch.optim.LBFGS(
+        model.parameters(),
+        lr=1.0,
+        max_iter=cfg.iters,
+        history_size=50,
+        tolerance_grad=0.0,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
     history, start, count = History(), time.process_time(), [0]
 
     def closure():
@@ -291,7 +381,12 @@ def train_koopman(model: KoopmanAutoencoder, u: torch.Tensor | None, t: torch.Te
 
 
 @torch.no_grad()
-def prediction_error(model: KoopmanAutoencoder, u: torch.Tensor, t: torch.Tensor, per_trajectory: bool = False):
+def prediction_error(
+    model: KoopmanAutoencoder,
+    u: torch.Tensor,
+    t: torch.Tensor,
+    per_trajectory: bool = False,
+):
     """Relative L2 error of the trajectories predicted from their first state, over all later times.
 
     Shapes:
@@ -300,12 +395,24 @@ def prediction_error(model: KoopmanAutoencoder, u: torch.Tensor, t: torch.Tensor
     _check("u", u, 3)
     pred = model(u[:, 0], t)
     if per_trajectory:
-        return torch.linalg.vector_norm(pred[:, 1:] - u[:, 1:], dim=(1, 2)) / torch.linalg.vector_norm(u[:, 1:], dim=(1, 2))
-    return (torch.linalg.vector_norm(pred[:, 1:] - u[:, 1:]) / torch.linalg.vector_norm(u[:, 1:])).item()
+        return torch.linalg.vector_norm(
+            pred[:, 1:] - u[:, 1:], dim=(1, 2)
+        ) / torch.linalg.vector_norm(u[:, 1:], dim=(1, 2))
+    return (
+        torch.linalg.vector_norm(pred[:, 1:] - u[:, 1:])
+        / torch.linalg.vector_norm(u[:, 1:])
+    ).item()
 
 
-def data_size_sweep(pool: torch.Tensor, test: torch.Tensor, t: torch.Tensor, u0_colloc: torch.Tensor,
-                    sizes, seeds, cfg: KoopmanConfig) -> list[dict]:
+def data_size_sweep(
+    pool: torch.Tensor,
+    test: torch.Tensor,
+    t: torch.Tensor,
+    u0_colloc: torch.Tensor,
+    sizes,
+    seeds,
+    cfg: KoopmanConfig,
+) -> list[dict]:
     """Train data-only and physics-informed models on the first ``m`` trajectories of ``pool``.
 
     For every ``m`` in ``sizes`` and seed, both models see the same trajectories and the same
@@ -319,16 +426,37 @@ def data_size_sweep(pool: torch.Tensor, test: torch.Tensor, t: torch.Tensor, u0_
     rows = []
     for m in sizes:
         if not 0 <= m <= len(pool):
-            raise ValueError(f"sizes must lie between 0 and len(pool) = {len(pool)}, got {m}")
+            raise ValueError(
+                f"sizes must lie between 0 and len(pool) = {len(pool)}, got {m}"
+            )
         for seed in seeds:
-            for method, w in (("data only", 0.0), ("physics-informed", cfg.w_phys)):
+            for method, w in (
+                ("data only", 0.0),
+                ("physics-informed", cfg.w_phys),
+            ):
                 if m == 0 and w == 0:
                     continue  # nothing to learn from
                 c = dataclasses.replace(cfg, w_phys=w, seed=seed)
                 model = KoopmanAutoencoder(c)
                 start = time.process_time()
-                train_koopman(model, pool[:m] if m else None, t, torch.cat([pool[:m, 0], u0_colloc]), c)
-                rows.append(dict(method=method, trajectories=m, seed=seed, test_error=prediction_error(model, test, t),
-                                 train_error=prediction_error(model, pool[:m], t) if m else float("nan"),
-                                 seconds=time.process_time() - start, model=model))
+                train_koopman(
+                    model,
+                    pool[:m] if m else None,
+                    t,
+                    torch.cat([pool[:m, 0], u0_colloc]),
+                    c,
+                )
+                rows.append(
+                    dict(
+                        method=method,
+                        trajectories=m,
+                        seed=seed,
+                        test_error=prediction_error(model, test, t),
+                        train_error=prediction_error(model, pool[:m], t)
+                        if m
+                        else float("nan"),
+                        seconds=time.process_time() - start,
+                        model=model,
+                    )
+                )
     return rows

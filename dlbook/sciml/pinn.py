@@ -43,9 +43,13 @@ class PINNConfig:
     width: int = 20  # neurons per hidden layer
     n_u: int = 100  # initial and boundary points with data (forward problem)
     n_f: int = 10_000  # collocation points for the residual (forward problem)
-    adam_steps: int = 0  # Adam iterations before L-BFGS (the paper used L-BFGS only)
+    adam_steps: int = (
+        0  # Adam iterations before L-BFGS (the paper used L-BFGS only)
+    )
     adam_lr: float = 1e-3  # Adam learning rate
-    lbfgs_steps: int = 50_000  # L-BFGS iterations at most (the paper's maxiter)
+    lbfgs_steps: int = (
+        50_000  # L-BFGS iterations at most (the paper's maxiter)
+    )
     lbfgs_history: int = 50  # L-BFGS memory (the paper's maxcor)
     dtype: torch.dtype = torch.float32  # the paper used float32
     seed: int = 0  # seeds the sampling of the points and the initial weights
@@ -69,18 +73,37 @@ class MLP(nn.Module):
         input: ``(N, 2)`` columns ``(t, x)``; output: ``(N, out_features)``.
     """
 
-    def __init__(self, lb, ub, depth: int = 8, width: int = 20, out_features: int = 1, dtype=torch.float32):
+    def __init__(
+        self,
+        lb,
+        ub,
+        depth: int = 8,
+        width: int = 20,
+        out_features: int = 1,
+        dtype=torch.float32,
+    ):
         super().__init__()
-        lb, ub = torch.as_tensor(lb, dtype=dtype), torch.as_tensor(ub, dtype=dtype)
+        lb, ub = (
+            torch.as_tensor(lb, dtype=dtype),
+            torch.as_tensor(ub, dtype=dtype),
+        )
         if lb.shape != ub.shape or lb.ndim != 1 or not torch.all(ub > lb):
-            raise ValueError(f"lb and ub must be 1-D of the same length with ub > lb, got {lb.tolist()} and {ub.tolist()}")
+            raise ValueError(
+                f"lb and ub must be 1-D of the same length with ub > lb, got {lb.tolist()} and {ub.tolist()}"
+            )
         if depth < 1 or width < 1:
-            raise ValueError(f"depth and width must be >= 1, got depth={depth}, width={width}")
+            raise ValueError(
+                f"depth and width must be >= 1, got depth={depth}, width={width}"
+            )
         self.register_buffer("lb", lb)
         self.register_buffer("ub", ub)
         sizes = [len(lb)] + [width] * depth + [out_features]
-        self.layers = nn.ModuleList(nn.Linear(a, b, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:]))
-        for layer in self.layers:  # the paper's xavier_init: normal, std sqrt(2 / (fan_in + fan_out))
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:])
+        )
+        for layer in (
+            self.layers
+        ):  # the paper's xavier_init: normal, std sqrt(2 / (fan_in + fan_out))
             nn.init.xavier_normal_(layer.weight)
             nn.init.zeros_(layer.bias)
 
@@ -112,7 +135,9 @@ def derivatives(u_fn, t: torch.Tensor, x: torch.Tensor):
     return u, u_t, u_x, u_xx
 
 
-def burgers_residual(u_fn, t: torch.Tensor, x: torch.Tensor, lambda_1=1.0, lambda_2=NU_RAISSI) -> torch.Tensor:
+def burgers_residual(
+    u_fn, t: torch.Tensor, x: torch.Tensor, lambda_1=1.0, lambda_2=NU_RAISSI
+) -> torch.Tensor:
     """The residual ``f = u_t + lambda_1 u u_x - lambda_2 u_xx`` of Burgers' equation, eq. (pinn-residual).
 
     Args:
@@ -136,17 +161,31 @@ class BurgersPINN(nn.Module):
     orders of magnitude.
     """
 
-    def __init__(self, cfg: PINNConfig, lb, ub, lambda_1: float = 1.0, lambda_2: float = NU_RAISSI,
-                 learn_coefficients: bool = False):
+    def __init__(
+        self,
+        cfg: PINNConfig,
+        lb,
+        ub,
+        lambda_1: float = 1.0,
+        lambda_2: float = NU_RAISSI,
+        learn_coefficients: bool = False,
+    ):
         super().__init__()
         self.net = MLP(lb, ub, cfg.depth, cfg.width, dtype=cfg.dtype)
         self.learn_coefficients = learn_coefficients
         if learn_coefficients:
             self.lambda_1_raw = nn.Parameter(torch.zeros((), dtype=cfg.dtype))
-            self.log_lambda_2 = nn.Parameter(torch.full((), -6.0, dtype=cfg.dtype))
+            self.log_lambda_2 = nn.Parameter(
+                torch.full((), -6.0, dtype=cfg.dtype)
+            )
         else:
-            self.register_buffer("lambda_1_raw", torch.tensor(float(lambda_1), dtype=cfg.dtype))
-            self.register_buffer("log_lambda_2", torch.tensor(math.log(lambda_2), dtype=cfg.dtype))
+            self.register_buffer(
+                "lambda_1_raw", torch.tensor(float(lambda_1), dtype=cfg.dtype)
+            )
+            self.register_buffer(
+                "log_lambda_2",
+                torch.tensor(math.log(lambda_2), dtype=cfg.dtype),
+            )
 
     @property
     def lambda_1(self) -> torch.Tensor:
@@ -178,7 +217,9 @@ def latin_hypercube(n: int, lb, ub, seed: int = 0) -> np.ndarray:
     if not (isinstance(n, (int, np.integer)) and n >= 1):
         raise ValueError(f"n must be a positive integer, got {n!r}")
     lb, ub = np.asarray(lb, float), np.asarray(ub, float)
-    sample = qmc.LatinHypercube(d=len(lb), seed=np.random.default_rng(seed)).random(n)
+    sample = qmc.LatinHypercube(
+        d=len(lb), seed=np.random.default_rng(seed)
+    ).random(n)
     return qmc.scale(sample, lb, ub)
 
 
@@ -201,7 +242,9 @@ class BurgersData:
     ub: np.ndarray
 
 
-def burgers_forward_data(cfg: PINNConfig, nx: int = 256, nt: int = 100) -> BurgersData:
+def burgers_forward_data(
+    cfg: PINNConfig, nx: int = 256, nt: int = 100
+) -> BurgersData:
     """The paper's training set: ``n_u`` points drawn from the initial and boundary values of the
     reference grid, and ``n_f`` Latin-hypercube collocation points to which the ``n_u`` points are
     added. The reference solution on the ``(nt, nx)`` grid is the test set.
@@ -209,21 +252,44 @@ def burgers_forward_data(cfg: PINNConfig, nx: int = 256, nt: int = 100) -> Burge
     x, t, u_grid = raissi_grid(nx, nt)
     lb, ub = np.array([t.min(), x.min()]), np.array([t.max(), x.max()])
     T, X = np.meshgrid(t, x, indexing="ij")  # (nt, nx)
-    edges = [(T[0], X[0], u_grid[0]), (T[:, 0], X[:, 0], u_grid[:, 0]), (T[:, -1], X[:, -1], u_grid[:, -1])]
+    edges = [
+        (T[0], X[0], u_grid[0]),
+        (T[:, 0], X[:, 0], u_grid[:, 0]),
+        (T[:, -1], X[:, -1], u_grid[:, -1]),
+    ]
     tx_all = np.concatenate([np.stack([a, b], 1) for a, b, _ in edges])
     u_all = np.concatenate([c for _, _, c in edges])
     rng = np.random.default_rng(cfg.seed)
     if not 1 <= cfg.n_u <= len(u_all):
-        raise ValueError(f"n_u must be between 1 and {len(u_all)} (the initial and boundary points), got {cfg.n_u}")
+        raise ValueError(
+            f"n_u must be between 1 and {len(u_all)} (the initial and boundary points), got {cfg.n_u}"
+        )
     pick = rng.choice(len(u_all), cfg.n_u, replace=False)
-    tx_f = np.concatenate([latin_hypercube(cfg.n_f, lb, ub, cfg.seed), tx_all[pick]])
+    tx_f = np.concatenate(
+        [latin_hypercube(cfg.n_f, lb, ub, cfg.seed), tx_all[pick]]
+    )
     as_t = lambda a: torch.as_tensor(a, dtype=cfg.dtype)  # noqa: E731
-    return BurgersData(as_t(tx_all[pick]), as_t(u_all[pick, None]), as_t(tx_f),
-                       as_t(np.stack([T.ravel(), X.ravel()], 1)), as_t(u_grid), x, t, lb, ub)
+    return BurgersData(
+        as_t(tx_all[pick]),
+        as_t(u_all[pick, None]),
+        as_t(tx_f),
+        as_t(np.stack([T.ravel(), X.ravel()], 1)),
+        as_t(u_grid),
+        x,
+        t,
+        lb,
+        ub,
+    )
 
 
-def burgers_inverse_data(n: int, noise: float = 0.0, seed: int = 0, nx: int = 256, nt: int = 100,
-                         dtype=torch.float32):
+def burgers_inverse_data(
+    n: int,
+    noise: float = 0.0,
+    seed: int = 0,
+    nx: int = 256,
+    nt: int = 100,
+    dtype=torch.float32,
+):
     """``n`` scattered samples of the reference solution with Gaussian noise, as in the paper.
 
     The noise has standard deviation ``noise * std(u)`` over the samples (``noise = 0.01`` is the
@@ -236,20 +302,26 @@ def burgers_inverse_data(n: int, noise: float = 0.0, seed: int = 0, nx: int = 25
         raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
     x, t, u_grid = raissi_grid(nx, nt)
     if not 1 <= n <= u_grid.size:
-        raise ValueError(f"n must be between 1 and {u_grid.size} (the grid points), got {n}")
+        raise ValueError(
+            f"n must be between 1 and {u_grid.size} (the grid points), got {n}"
+        )
     rng = np.random.default_rng(seed)
     pick = rng.choice(u_grid.size, n, replace=False)
     T, X = np.meshgrid(t, x, indexing="ij")
     u = u_grid.ravel()[pick]
     u = u + noise * u.std() * rng.standard_normal(n)
     tx = np.stack([T.ravel()[pick], X.ravel()[pick]], 1)
-    return torch.as_tensor(tx, dtype=dtype), torch.as_tensor(u[:, None], dtype=dtype)
+    return torch.as_tensor(tx, dtype=dtype), torch.as_tensor(
+        u[:, None], dtype=dtype
+    )
 
 
 # --- loss and training ----------------------------------------------------------------------------
 
 
-def pinn_loss(model: BurgersPINN, tx_u: torch.Tensor, u: torch.Tensor, tx_f: torch.Tensor) -> dict[str, torch.Tensor]:
+def pinn_loss(
+    model: BurgersPINN, tx_u: torch.Tensor, u: torch.Tensor, tx_f: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """The PINN loss ``MSE_u + MSE_f``, eq. (pinn-loss): data misfit plus mean squared residual.
 
     Shapes:
@@ -257,18 +329,36 @@ def pinn_loss(model: BurgersPINN, tx_u: torch.Tensor, u: torch.Tensor, tx_f: tor
     """
     for name, v in (("tx_u", tx_u), ("u", u), ("tx_f", tx_f)):
         if not torch.isfinite(v).all():
-            raise ValueError(f"{name} must be finite; it has {int((~torch.isfinite(v)).sum())} NaN or infinite values")
-    if tx_u.ndim != 2 or tx_u.shape[1] != 2 or tx_f.ndim != 2 or tx_f.shape[1] != 2:
-        raise ValueError(f"tx_u and tx_f must have shape (N, 2) with columns (t, x), got {tuple(tx_u.shape)} and {tuple(tx_f.shape)}")
+            raise ValueError(
+                f"{name} must be finite; it has {int((~torch.isfinite(v)).sum())} NaN or infinite values"
+            )
+    if (
+        tx_u.ndim != 2
+        or tx_u.shape[1] != 2
+        or tx_f.ndim != 2
+        or tx_f.shape[1] != 2
+    ):
+        raise ValueError(
+            f"tx_u and tx_f must have shape (N, 2) with columns (t, x), got {tuple(tx_u.shape)} and {tuple(tx_f.shape)}"
+        )
     if u.shape != (len(tx_u), 1):
-        raise ValueError(f"u must have shape ({len(tx_u)}, 1) to match tx_u, got {tuple(u.shape)}")
+        raise ValueError(
+            f"u must have shape ({len(tx_u)}, 1) to match tx_u, got {tuple(u.shape)}"
+        )
     mse_u = (model(tx_u[:, :1], tx_u[:, 1:]) - u).pow(2).mean()
     mse_f = model.residual(tx_f[:, :1], tx_f[:, 1:]).pow(2).mean()
     return {"loss": mse_u + mse_f, "mse_u": mse_u, "mse_f": mse_f}
 
 
-def train_pinn(model: BurgersPINN, tx_u: torch.Tensor, u: torch.Tensor, tx_f: torch.Tensor, cfg: PINNConfig,
-               callback=None, every: int = 50) -> History:
+def train_pinn(
+    model: BurgersPINN,
+    tx_u: torch.Tensor,
+    u: torch.Tensor,
+    tx_f: torch.Tensor,
+    cfg: PINNConfig,
+    callback=None,
+    every: int = 50,
+) -> History:
     """Minimize :func:`pinn_loss` with ``cfg.adam_steps`` of Adam, then L-BFGS.
 
     L-BFGS is ``torch.optim.LBFGS`` with the paper's memory (50) and a strong-Wolfe line search;
@@ -307,9 +397,16 @@ def train_pinn(model: BurgersPINN, tx_u: torch.Tensor, u: torch.Tensor, tx_f: to
             opt.step()
             record(parts)
     if cfg.lbfgs_steps > 0:
-        opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=cfg.lbfgs_steps, max_eval=int(cfg.lbfgs_steps * 1.25),
-                                tolerance_grad=0.0, tolerance_change=1e-12, history_size=cfg.lbfgs_history,
-                                line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(
+            model.parameters(),
+            lr=1.0,
+            max_iter=cfg.lbfgs_steps,
+            max_eval=int(cfg.lbfgs_steps * 1.25),
+            tolerance_grad=0.0,
+            tolerance_change=1e-12,
+            history_size=cfg.lbfgs_history,
+            line_search_fn="strong_wolfe",
+        )
 
         def closure():
             opt.zero_grad()
@@ -323,14 +420,23 @@ def train_pinn(model: BurgersPINN, tx_u: torch.Tensor, u: torch.Tensor, tx_f: to
 
 
 @torch.no_grad()
-def predict(model: BurgersPINN, tx: torch.Tensor, batch: int = 65_536) -> torch.Tensor:
+def predict(
+    model: BurgersPINN, tx: torch.Tensor, batch: int = 65_536
+) -> torch.Tensor:
     """``u_theta`` at the points ``tx`` ``(N, 2)``, in batches; returns ``(N, 1)``."""
     return torch.cat([model(c[:, :1], c[:, 1:]) for c in tx.split(batch)])
 
 
 def relative_l2(pred, ref) -> float:
     """``||pred - ref||_2 / ||ref||_2`` over all entries, the error measure of the paper."""
-    pred, ref = torch.as_tensor(pred).double().reshape(-1), torch.as_tensor(ref).double().reshape(-1)
+    pred, ref = (
+        torch.as_tensor(pred).double().reshape(-1),
+        torch.as_tensor(ref).double().reshape(-1),
+    )
     if pred.shape != ref.shape:
-        raise ValueError(f"pred and ref must have the same number of entries, got {pred.numel()} and {ref.numel()}")
-    return (torch.linalg.vector_norm(pred - ref) / torch.linalg.vector_norm(ref)).item()
+        raise ValueError(
+            f"pred and ref must have the same number of entries, got {pred.numel()} and {ref.numel()}"
+        )
+    return (
+        torch.linalg.vector_norm(pred - ref) / torch.linalg.vector_norm(ref)
+    ).item()

@@ -40,14 +40,18 @@ def _finite(name: str, value) -> Array:
     arr = np.asarray(value, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.isfinite(arr).sum())
-        raise ValueError(f"{name} must be finite, but {bad} of its {arr.size} values are NaN or infinite")
+        raise ValueError(
+            f"{name} must be finite, but {bad} of its {arr.size} values are NaN or infinite"
+        )
     return arr
 
 
 def _times(t) -> Array:
     t = _finite("t", t)
     if t.ndim != 1 or len(t) < 1:
-        raise ValueError(f"t must be a 1-D array of times, got shape {t.shape}")
+        raise ValueError(
+            f"t must be a 1-D array of times, got shape {t.shape}"
+        )
     if len(t) > 1 and not np.all(np.diff(t) > 0):
         raise ValueError("t must be strictly increasing")
     return t
@@ -56,7 +60,9 @@ def _times(t) -> Array:
 def _states(x0, d: int) -> Array:
     x0 = _finite("x0", x0)
     if x0.ndim == 0 or x0.shape[-1] != d:
-        raise ValueError(f"x0 must have shape (..., {d}) for this {d}-dimensional system, got {x0.shape}")
+        raise ValueError(
+            f"x0 must have shape (..., {d}) for this {d}-dimensional system, got {x0.shape}"
+        )
     return x0
 
 
@@ -88,7 +94,9 @@ def rk4(f: Callable[[Array], Array], x0, t, substeps: int = 10) -> Array:
     if x.ndim == 0:
         raise ValueError("x0 must have at least one dimension (the state)")
     if not isinstance(substeps, (int, np.integer)) or substeps < 1:
-        raise ValueError(f"substeps must be a positive integer, got {substeps!r}")
+        raise ValueError(
+            f"substeps must be a positive integer, got {substeps!r}"
+        )
     out = np.empty(x.shape[:-1] + (len(t), x.shape[-1]))
     out[..., 0, :] = x
     for k in range(len(t) - 1):
@@ -103,8 +111,13 @@ def rk4(f: Callable[[Array], Array], x0, t, substeps: int = 10) -> Array:
     return out
 
 
-def sample_box(n: int, low: Sequence[float], high: Sequence[float], rng: np.random.Generator,
-               accept: Callable[[Array], Array] | None = None) -> Array:
+def sample_box(
+    n: int,
+    low: Sequence[float],
+    high: Sequence[float],
+    rng: np.random.Generator,
+    accept: Callable[[Array], Array] | None = None,
+) -> Array:
     """``n`` points drawn uniformly from the box ``[low, high]``, keeping only those ``accept`` allows.
 
     Lusch et al. (2018) draw the initial conditions of their data sets this way (for the
@@ -115,7 +128,9 @@ def sample_box(n: int, low: Sequence[float], high: Sequence[float], rng: np.rand
     """
     low, high = _finite("low", low), _finite("high", high)
     if low.shape != high.shape or low.ndim != 1 or np.any(high <= low):
-        raise ValueError(f"low and high must be 1-D of the same length with low < high, got {low} and {high}")
+        raise ValueError(
+            f"low and high must be 1-D of the same length with low < high, got {low} and {high}"
+        )
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     kept, total, tries = [], 0, 0
@@ -189,7 +204,9 @@ class LinearSystem(System):
         return np.einsum("tij,...j->...ti", props, x0)
 
     @classmethod
-    def from_eigenvalues(cls, eigenvalues: Sequence[complex], seed: int = 0) -> LinearSystem:
+    def from_eigenvalues(
+        cls, eigenvalues: Sequence[complex], seed: int = 0
+    ) -> LinearSystem:
         """A real system whose ``A`` has exactly these eigenvalues.
 
         Complex eigenvalues must come in conjugate pairs; each pair ``s +- i w`` becomes the
@@ -199,19 +216,27 @@ class LinearSystem(System):
         """
         eigs = np.asarray(eigenvalues, dtype=np.complex128)
         if eigs.ndim != 1 or len(eigs) == 0 or not np.all(np.isfinite(eigs)):
-            raise ValueError(f"eigenvalues must be a non-empty 1-D list of finite numbers, got {eigenvalues!r}")
+            raise ValueError(
+                f"eigenvalues must be a non-empty 1-D list of finite numbers, got {eigenvalues!r}"
+            )
         upper = np.sort_complex(eigs[eigs.imag > 0])
         lower = np.sort_complex(np.conj(eigs[eigs.imag < 0]))
         if len(upper) != len(lower) or not np.allclose(upper, lower):
-            raise ValueError(f"complex eigenvalues must come in conjugate pairs, got {eigenvalues!r}")
+            raise ValueError(
+                f"complex eigenvalues must come in conjugate pairs, got {eigenvalues!r}"
+            )
         blocks = [np.array([[z.real]]) for z in eigs[eigs.imag == 0]]
-        blocks += [np.array([[z.real, -z.imag], [z.imag, z.real]]) for z in upper]
+        blocks += [
+            np.array([[z.real, -z.imag], [z.imag, z.real]]) for z in upper
+        ]
         B = np.zeros((len(eigs), len(eigs)))
         i = 0
         for b in blocks:
-            B[i:i + len(b), i:i + len(b)] = b
+            B[i : i + len(b), i : i + len(b)] = b
             i += len(b)
-        Q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((len(eigs), len(eigs))))
+        Q, _ = np.linalg.qr(
+            np.random.default_rng(seed).standard_normal((len(eigs), len(eigs)))
+        )
         return cls(Q @ B @ Q.T)
 
 
@@ -243,9 +268,13 @@ class SlowManifold(System):
     def __post_init__(self):
         for name in ("mu", "lam"):
             if not np.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"{name} must be finite, got {getattr(self, name)!r}"
+                )
         if self.lam == 2 * self.mu:
-            raise ValueError(f"lam must differ from 2 mu (resonance), got mu={self.mu}, lam={self.lam}")
+            raise ValueError(
+                f"lam must differ from 2 mu (resonance), got mu={self.mu}, lam={self.lam}"
+            )
 
     @property
     def b(self) -> float:
@@ -260,10 +289,16 @@ class SlowManifold(System):
     def eigenfunctions(self, x) -> Array:
         """``(x, y - b x^2, x^2)`` at the states ``x``: shape ``(..., 3)``, eigenvalues :attr:`eigenvalues`."""
         x = _states(x, 2)
-        return np.stack([x[..., 0], x[..., 1] - self.b * x[..., 0] ** 2, x[..., 0] ** 2], axis=-1)
+        return np.stack(
+            [x[..., 0], x[..., 1] - self.b * x[..., 0] ** 2, x[..., 0] ** 2],
+            axis=-1,
+        )
 
     def rhs(self, x: Array) -> Array:
-        return np.stack([self.mu * x[..., 0], self.lam * (x[..., 1] - x[..., 0] ** 2)], axis=-1)
+        return np.stack(
+            [self.mu * x[..., 0], self.lam * (x[..., 1] - x[..., 0] ** 2)],
+            axis=-1,
+        )
 
     def exact(self, x0, t) -> Array:
         """The closed-form solution at the times ``t`` (``x0`` at ``t[0]``); ``(..., T, 2)``."""
@@ -271,7 +306,9 @@ class SlowManifold(System):
         s = t - t[0]
         a, c = x0[..., :1], x0[..., 1:]  # (..., 1)
         x = a * np.exp(self.mu * s)
-        y = (c - self.b * a**2) * np.exp(self.lam * s) + self.b * a**2 * np.exp(2 * self.mu * s)
+        y = (c - self.b * a**2) * np.exp(
+            self.lam * s
+        ) + self.b * a**2 * np.exp(2 * self.mu * s)
         return np.stack([x, y], axis=-1)
 
 
@@ -310,7 +347,9 @@ class Pendulum(System):
                 f"energy must lie in [-1, 1) (oscillations below the separatrix), got values in "
                 f"[{energy.min():.4g}, {energy.max():.4g}]"
             )
-        return np.sqrt((1 + energy) / 2)  # k = sin(theta_max / 2), since cos(theta_max) = -energy
+        return np.sqrt(
+            (1 + energy) / 2
+        )  # k = sin(theta_max / 2), since cos(theta_max) = -energy
 
     @classmethod
     def period(cls, energy) -> Array:
@@ -332,8 +371,14 @@ class Pendulum(System):
         k = self._modulus(self.energy(x0))[..., None]  # (..., 1)
         m = k**2
         # u0 solves k sn(u0) = sin(theta0 / 2), 2k cn(u0) = theta0'
-        ratio = np.clip(np.sin(x0[..., :1] / 2) / np.where(k > 0, k, 1.0), -1.0, 1.0)
+        ratio = np.clip(
+            np.sin(x0[..., :1] / 2) / np.where(k > 0, k, 1.0), -1.0, 1.0
+        )
         u0 = ellipkinc(np.arcsin(ratio), m)
-        u0 = np.where(x0[..., 1:] < 0, 2 * ellipk(m) - u0, u0)  # cn(2K - u) = -cn(u)
+        u0 = np.where(
+            x0[..., 1:] < 0, 2 * ellipk(m) - u0, u0
+        )  # cn(2K - u) = -cn(u)
         sn, cn, _, _ = ellipj(u0 + (t - t[0]), m)  # (..., T)
-        return np.stack([2 * np.arcsin(np.clip(k * sn, -1.0, 1.0)), 2 * k * cn], axis=-1)
+        return np.stack(
+            [2 * np.arcsin(np.clip(k * sn, -1.0, 1.0)), 2 * k * cn], axis=-1
+        )
