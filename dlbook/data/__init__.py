@@ -5,7 +5,13 @@ See :mod:`dlbook.data.registry` for the cache (``DLBOOK_DATA``), checksums and o
 
 from dlbook.data.graphs import load_planetoid, load_ppi, read_ppi
 from dlbook.data.images import PHOTOS, load_clothing, load_photo
-from dlbook.data.mnist import ImageSplit, load_mnist, read_idx
+from dlbook.data.mnist import (
+    FASHION_CLASSES,
+    ImageSplit,
+    load_fashion_mnist,
+    load_mnist,
+    read_idx,
+)
 from dlbook.data.registry import (
     REGISTRY,
     DatasetUnavailable,
@@ -31,6 +37,8 @@ __all__ = [
     "usage",
     "load_clothing",
     "load_mnist",
+    "load_fashion_mnist",
+    "FASHION_CLASSES",
     "load_photo",
     "load_planetoid",
     "load_ppi",

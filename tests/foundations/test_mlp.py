@@ -230,8 +230,8 @@ def test_mlp_learns_two_moons():
 def _digits(n_train=1000, n_test=300):
     from dlbook.data import load_mnist
 
-    m = load_mnist("quick")
-    return m.x_train[:n_train], m.y_train[:n_train], m.x_test[:n_test], m.y_test[:n_test]
+    m = load_mnist("quick", n_train=n_train, n_test=n_test)
+    return m.x_train, m.y_train, m.x_test, m.y_test
 
 
 def test_deep_vs_wide_trains_at_an_equal_budget_and_repeats_exactly():
