@@ -23,8 +23,20 @@ from dlbook.data.registry import (
     package_files,
     usage,
 )
+from dlbook.data.omniglot import (
+    OmniglotImages,
+    OneShotRun,
+    load_omniglot,
+    load_omniglot_runs,
+)
 from dlbook.data.series import load_ukgas, load_vic_elec
-from dlbook.data.text import load_tiny_shakespeare
+from dlbook.data.text import (
+    SpamCorpus,
+    load_sotu,
+    load_spam_assassin,
+    load_tiny_shakespeare,
+    tokenize,
+)
 
 __all__ = [
     "PHOTOS",
@@ -46,6 +58,14 @@ __all__ = [
     "load_planetoid",
     "load_ppi",
     "load_tiny_shakespeare",
+    "load_spam_assassin",
+    "load_sotu",
+    "tokenize",
+    "SpamCorpus",
+    "load_omniglot",
+    "load_omniglot_runs",
+    "OmniglotImages",
+    "OneShotRun",
     "load_ukgas",
     "load_vic_elec",
     "read_idx",

