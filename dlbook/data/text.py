@@ -4,6 +4,7 @@
 * :func:`load_spam_assassin`: 6,046 raw e-mails of the SpamAssassin public corpus, with
   labels and the folder each came from (easy ham, hard ham, spam).
 * :func:`load_sotu`: 233 State of the Union addresses with year, president and party.
+* :func:`load_analogies`: the word2vec analogy questions that ship with gensim.
 
 The last two are the tagged archives of stdlib-js's dataset packages. They are read
 straight from the ``.tar.gz`` and checked by a hash over the files they hold (the
@@ -20,9 +21,11 @@ import numpy as np
 from dlbook.data.registry import (
     DatasetUnavailable,
     Entry,
+    PackageFile,
     RemoteFile,
     archive_files,
     fetch,
+    package_files,
     register,
 )
 
@@ -201,5 +204,60 @@ def load_sotu():
     if len(df) != 233:
         raise DatasetUnavailable(
             f"{path} holds {len(df)} addresses, expected 233"
+        )
+    return df
+
+
+ANALOGIES = register(
+    Entry(
+        name="word-analogies",
+        title="word2vec analogy test set (questions-words.txt)",
+        kind="dataset",
+        description=(
+            "19,544 analogy questions 'a is to b as c is to d' in 14 sections "
+            "(capitals, currencies, plurals, tenses, ...), from Mikolov et al. "
+            "(2013), as shipped with gensim."
+        ),
+        size="19,544 questions",
+        licence="Apache 2.0 (word2vec); LGPL-2.1 (gensim's copy)",
+        source="https://code.google.com/archive/p/word2vec/",
+        loader="dlbook.data.load_analogies",
+        package="gensim",
+        version="4.4.0",
+        package_files=(
+            PackageFile(
+                "gensim/test/test_data/questions-words.txt",
+                "sha256:8c29b3332afc46f3fb8be04cb5297bf96f39aa7131272dff57869b4485b22a36",
+            ),
+        ),
+        citation="mikolov2013efficient",
+    )
+)
+
+
+def load_analogies():
+    """The word2vec analogy questions as a ``pandas.DataFrame``.
+
+    Columns ``section`` (e.g. ``"capital-common-countries"``; sections whose name
+    starts with ``gram`` are syntactic, the others semantic) and ``a``, ``b``,
+    ``c``, ``d`` for "a is to b as c is to d", lower-cased.
+    """
+    import pandas as pd
+
+    (path,) = package_files(ANALOGIES).values()
+    rows, section = [], None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith(":"):
+            section = line[1:].strip()
+        elif line.strip():
+            words = line.lower().split()
+            if len(words) != 4 or section is None:
+                raise DatasetUnavailable(f"{path}: malformed line {line!r}")
+            rows.append((section, *words))
+    df = pd.DataFrame(rows, columns=["section", "a", "b", "c", "d"])
+    if len(df) != 19_544 or df["section"].nunique() != 14:
+        raise DatasetUnavailable(
+            f"{path} holds {len(df)} questions in {df['section'].nunique()} "
+            "sections; expected 19,544 in 14"
         )
     return df
