@@ -366,9 +366,26 @@ def data_home() -> Path:
     ).expanduser()
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
 def offline() -> bool:
-    """True when ``DLBOOK_OFFLINE`` is set to a true value: no download is attempted."""
-    return os.environ.get("DLBOOK_OFFLINE", "").lower() in ("1", "true", "yes")
+    """True when ``DLBOOK_OFFLINE`` is set to a true value: no download is attempted.
+
+    ``1``, ``true``, ``yes`` and ``on`` mean offline; unset, empty, ``0``, ``false``,
+    ``no`` and ``off`` mean online (any case, surrounding spaces ignored). Anything
+    else is an error rather than a guess.
+    """
+    value = os.environ.get("DLBOOK_OFFLINE", "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(
+        f"DLBOOK_OFFLINE={os.environ['DLBOOK_OFFLINE']!r} is neither true "
+        f"({', '.join(_TRUE)}) nor false ({', '.join(repr(v) for v in _FALSE)})"
+    )
 
 
 def file_ok(
@@ -509,22 +526,37 @@ def fetch(entry: Entry | str) -> Path:
         DatasetUnavailable: a file is missing or corrupt and cannot be downloaded (offline,
             network error, or the download does not match its checksum).
     """
-    entry = get(entry) if isinstance(entry, str) else entry
+    if isinstance(entry, str):
+        entry = get(entry)
+    elif not isinstance(entry, Entry):
+        raise TypeError(
+            "entry must be a registry Entry or the name of one, got "
+            f"{type(entry).__name__} {entry!r:.40}"
+        )
     if entry.folder is None:
         raise ValueError(
             f"{entry.name!r} ships inside the package {entry.package!r}; there is nothing to fetch"
         )
     folder = data_home() / entry.folder
-    bad = [
-        f
-        for f in entry.files
-        if not file_ok(folder / f.path, f.hash, f.gunzip, f.members)
-    ]
-    bad_archive = entry.archive is not None and not _archive_ok(
-        entry.archive, folder
-    )
+    try:
+        bad = [
+            f
+            for f in entry.files
+            if not file_ok(folder / f.path, f.hash, f.gunzip, f.members)
+        ]
+        bad_archive = entry.archive is not None and not _archive_ok(
+            entry.archive, folder
+        )
+    except PermissionError as err:
+        raise DatasetUnavailable(
+            f"dataset {entry.name!r} ({entry.title}): the data cache cannot be "
+            f"read ({err.strerror}: {err.filename}). Point DLBOOK_DATA at a "
+            "folder you can read and write (now "
+            f"{os.environ.get('DLBOOK_DATA') or '~/.cache/dlbook'})."
+        ) from err
     if not bad and not bad_archive:
         return folder
+    _remove_stale_downloads(folder)
 
     members = entry.archive.members if bad_archive else ()
     missing = [f.path for f in bad] + [
@@ -556,6 +588,40 @@ def fetch(entry: Entry | str) -> Path:
             entry, folder, missing, f"the download is corrupt ({err})"
         ) from err
     return folder
+
+
+STALE_AFTER = 600
+"""Seconds without a write after which a download's temporary files count as abandoned."""
+
+
+def _remove_stale_downloads(folder: Path) -> None:
+    """Delete what an interrupted download left behind (``.download-*`` folders,
+    ``*.download`` files): a killed process cannot clean up after itself.
+
+    Only leftovers untouched for :data:`STALE_AFTER` seconds go, so that a download
+    in progress in another process (two chapters executing at once) is left alone.
+    """
+    import time
+
+    if not folder.is_dir():
+        return
+    cutoff = time.time() - STALE_AFTER
+
+    def last_write(path: Path) -> float:
+        times = [path.stat().st_mtime]
+        if path.is_dir():
+            times += [p.stat().st_mtime for p in path.rglob("*")]
+        return max(times)
+
+    for path in [*folder.glob(".download-*"), *folder.rglob("*.download")]:
+        try:
+            if last_write(path) < cutoff:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        except OSError:  # gone meanwhile, or not ours to delete
+            pass
 
 
 def _archive_ok(archive: Archive, folder: Path) -> bool:
