@@ -329,9 +329,9 @@ def budget_table(rows: list[dict], parent_docname: str) -> nodes.table:
 
     headers = [
         "Chapter",
-        "Wall (s)",
-        "CPU (s)",
-        "Peak memory (GiB)",
+        "Wall s",
+        "CPU s",
+        "Peak GiB",
         "Threads",
         "Profile",
         "Device",
@@ -364,7 +364,7 @@ def budget_table(rows: list[dict], parent_docname: str) -> nodes.table:
             refwarn=True,
             classes=["xref", "doc"],
         )
-        link += nodes.inline(text=r["chapter"], classes=["doc"])
+        link += nodes.inline(text=r["chapter"].removeprefix("book/"), classes=["doc"])
         if not r.get("ok", True):
             status = "❌ failed"
         elif r.get("over_budget"):
@@ -380,7 +380,7 @@ def budget_table(rows: list[dict], parent_docname: str) -> nodes.table:
             nodes.paragraph(text=_fmt(r.get("peak_rss_gib"), 2)),
             nodes.paragraph(text="-" if r.get("threads") is None else str(r["threads"])),
             nodes.paragraph(text=str(r.get("profile", "-"))),
-            nodes.paragraph(text=str(r.get("device", "-"))),
+            nodes.paragraph(text=str(r.get("device", "-")).split(" (")[0]),
             nodes.paragraph(text=status),
         ]
         for cell in cells:

@@ -55,10 +55,11 @@ def test_budget_table_marks_over_budget_and_failed_chapters():
             _row("book/b/z", ok=False), _row("book/b/w", measured=False, cpu_s=None, peak_rss_gib=None)]
     table = sphinxext.budget_table(rows, "book/status")
     text = table.astext()
-    assert "Peak memory (GiB)" in text and "12.3" in text and "0.81" in text
+    assert "Peak GiB" in text and "12.3" in text and "0.81" in text
     body = table.children[0].children[-1]  # tgroup -> tbody
     cells = [[entry.astext() for entry in row.children] for row in body.children]
-    assert [c[0] for c in cells] == ["book/a/x", "book/a/y", "book/b/z", "book/b/w"]
+    assert [c[0] for c in cells] == ["a/x", "a/y", "b/z", "b/w"]
+    assert cells[0][6] == "cpu"
     assert cells[0][-1] == "✅ within" and cells[1][-1] == "⚠️ over: time, memory"
     assert cells[2][-1] == "❌ failed" and cells[3][-1].endswith("(not measured)") and cells[3][2] == "-"
     assert body.children[0].children[0].children[0].children[0]["reftarget"] == "a/x"  # relative to book/
