@@ -92,9 +92,8 @@ def batchnorm_backward(
     divar = (dxhat * xmu).sum(0)  # xhat = xmu * ivar
     dxmu1 = dxhat * ivar
     dsqrtvar = -divar / sqrtvar**2  # ivar = 1 / sqrtvar
-    dvar = (
-        0.5 * dsqrtvar / np.sqrt(var + cache["eps"])
-    )  # sqrtvar = sqrt(var + eps)
+    # sqrtvar = sqrt(var + eps)
+    dvar = 0.5 * dsqrtvar / np.sqrt(var + cache["eps"])
     dsq = np.ones_like(xmu) * dvar / m  # var = sum(sq) / m
     dxmu2 = 2 * xmu * dsq  # sq = xmu ** 2
     dx1 = dxmu1 + dxmu2  # xmu = x - mu: x's direct path ...
