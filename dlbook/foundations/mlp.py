@@ -301,8 +301,10 @@ def smoothness(
     The bias acts as a constant feature: X gets a column of ones.
     """
     X = X.flatten(1)
-    X1 = torch.cat([X, X.new_ones(len(X), 1)], dim=1).double()
-    lam_max = float(torch.linalg.eigvalsh(X1.T @ X1 / len(X1))[-1])
+    X1 = torch.cat([X, X.new_ones(len(X), 1)], dim=1)
+    # the Gram matrix in the data's precision, its eigenvalues in float64
+    gram = (X1.T @ X1).double() / len(X1)
+    lam_max = float(torch.linalg.eigvalsh(gram)[-1])
     return (0.5 if multiclass else 0.25) * lam_max + weight_decay
 
 
