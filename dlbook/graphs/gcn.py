@@ -448,11 +448,11 @@ class TrainConfig:
         5e-4  # L2 penalty on the parameters the model's param_groups names
     )
     epochs: int = 200  # the most epochs to train
-    stopping: str = "window"  # "window" (Kipf & Welling), "patience" (Velickovic et al.) or "none"
-    patience: int = 10  # "window": its length; "patience": epochs without improvement before stopping
+    stopping: str = "window"  # "window" (Kipf & Welling), "patience" (Velickovic et al.), "accuracy" or "none"
+    patience: int = 10  # "window": its length; "patience", "accuracy": epochs without improvement before stopping
 
 
-STOPPING = ("window", "patience", "none")
+STOPPING = ("window", "patience", "accuracy", "none")
 
 GCN_PROTOCOL = TrainConfig(
     lr=0.01, weight_decay=5e-4, epochs=200, stopping="window", patience=10
@@ -529,6 +529,9 @@ def train_node_classifier(
       epoch at which the validation accuracy and loss were both at least as
       good as their best so far; stop after `patience` epochs in which
       neither improved; test the kept model.
+    * "accuracy": keep the model of the epoch with the best validation
+      accuracy (the first, on ties); stop after `patience` epochs without a
+      better one; test the kept model.
     * "none": train all `epochs`; test the last model.
 
     The test nodes never influence training or stopping. Seed before
@@ -564,6 +567,7 @@ def train_node_classifier(
         k: [] for k in ("train_loss", "val_loss", "val_acc", "test_acc")
     }
     stopper, kept, kept_state = PatienceStop(config.patience), 0, None
+    best_acc, waited = -math.inf, 0
     for epoch in range(1, config.epochs + 1):
         model.train()
         opt.zero_grad(set_to_none=True)
@@ -597,7 +601,15 @@ def train_node_classifier(
                 kept_state = (epoch, copy.deepcopy(model.state_dict()))
             if stop:
                 break
-    if config.stopping == "patience" and kept_state is not None:
+        elif config.stopping == "accuracy":
+            if val_acc > best_acc:
+                best_acc, waited = val_acc, 0
+                kept_state = (epoch, copy.deepcopy(model.state_dict()))
+            else:
+                waited += 1
+                if waited == config.patience:
+                    break
+    if config.stopping in ("patience", "accuracy") and kept_state is not None:
         kept = kept_state[0]
         model.load_state_dict(kept_state[1])
     model.eval()

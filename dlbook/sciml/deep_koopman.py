@@ -41,7 +41,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from dlbook.sciml.systems import System, sample_box
 from dlbook.train import History, fit
@@ -243,6 +242,9 @@ class AuxiliaryNetwork(nn.Module):
         self, y: Tensor, weights: list[Tensor] | None = None
     ) -> tuple[Tensor, Tensor]:
         P, R, B = self.num_complex_pairs, self.num_real, len(y)
+        if not P:  # real eigenvalues only: each network sees its coordinate
+            out = self.net(y, weights)  # (B, R)
+            return out, out.new_zeros(()).expand_as(out)
         inputs = []
         if P:
             radius2 = (
@@ -255,8 +257,6 @@ class AuxiliaryNetwork(nn.Module):
         out = self.net(
             inputs[0] if len(inputs) == 1 else torch.cat(inputs, 1), weights
         )  # (B, 2P + R)
-        if not P:
-            return out, torch.zeros_like(out)
         pairs = out[:, : 2 * P].reshape(
             B, P, 2
         )  # (omega, mu) per pair, the order of the authors' code
@@ -320,6 +320,8 @@ def koopman_step(
         returns (B, k).
     """
     P, B = num_complex_pairs, len(y)
+    if not P:  # real eigenvalues only: one scaling per coordinate
+        return y * torch.exp(mu * dt)
     parts = []
     if P:
         z = torch.view_as_complex(
@@ -488,6 +490,16 @@ class DeepKoopmanLoss:
 
     def __init__(self, cfg: DeepKoopmanConfig):
         self.cfg = cfg
+        self._last: tuple | None = (
+            None  # (out, x, components) of the last call
+        )
+
+    def _components(self, out: KoopmanOutput, x: Tensor) -> dict[str, Tensor]:
+        """components(out, x), computed once for the loss and its metrics."""
+        last = self._last
+        if last is None or last[0] is not out or last[1] is not x:
+            self._last = last = (out, x, self.components(out, x))
+        return last[2]
 
     def components(self, out: KoopmanOutput, x: Tensor) -> dict[str, Tensor]:
         """Every term, unweighted: recon, pred, lin, inf, l2.
@@ -531,7 +543,7 @@ class DeepKoopmanLoss:
         }
 
     def __call__(self, out: KoopmanOutput, x: Tensor) -> Tensor:
-        c, cfg = self.components(out, x), self.cfg
+        c, cfg = self._components(out, x), self.cfg
         return (
             cfg.alpha1 * (c["recon"] + c["pred"])
             + c["lin"]
@@ -542,7 +554,7 @@ class DeepKoopmanLoss:
     def metrics(self) -> dict:
         """Per-term metrics for :func:`dlbook.train.fit` (``train_recon``, ``val_lin``, ...)."""
         return {
-            name: (lambda out, x, name=name: self.components(out, x)[name])
+            name: (lambda out, x, name=name: self._components(out, x)[name])
             for name in ("recon", "pred", "lin")
         }
 
@@ -584,6 +596,29 @@ def trajectory_data(
 
 
 # --- training -------------------------------------------------------------------------------
+
+
+class _Batches:
+    """Shuffled batches of whole trajectories, as (x, x) pairs for fit.
+
+    Each pass draws a permutation from torch's global generator and drops
+    the last, incomplete batch. It indexes the tensor once per batch, where
+    a DataLoader over a TensorDataset collates one trajectory at a time.
+    """
+
+    def __init__(self, x: Tensor, batch_size: int):
+        self.x, self.batch_size = x, batch_size
+
+    def __len__(self) -> int:
+        return len(self.x) // self.batch_size
+
+    def __iter__(self):
+        order = torch.randperm(len(self.x), device=self.x.device)
+        for b in range(len(self)):
+            batch = self.x[
+                order[b * self.batch_size : (b + 1) * self.batch_size]
+            ]
+            yield batch, batch
 
 
 def train(
@@ -640,23 +675,14 @@ def train(
                 "entries are NaN or infinite"
             )
     loss = DeepKoopmanLoss(model.cfg)
-    loader = DataLoader(
-        TensorDataset(x_train, x_train),
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=True,
-    )
+    loader = _Batches(x_train, batch_size)
     if len(loader) == 0:
         raise ValueError(
             f"batch_size={batch_size} is larger than the {len(x_train)} "
             "training trajectories"
         )
     epochs = -(-steps // len(loader))
-    val = (
-        DataLoader(TensorDataset(x_val, x_val), batch_size=1024)
-        if x_val is not None
-        else None
-    )
+    val = [(x, x) for x in x_val.split(1024)] if x_val is not None else None
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(
