@@ -41,6 +41,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from dlbook.sciml.systems import System, sample_box
 from dlbook.train import History, fit
@@ -490,9 +491,8 @@ class DeepKoopmanLoss:
 
     def __init__(self, cfg: DeepKoopmanConfig):
         self.cfg = cfg
-        self._last: tuple | None = (
-            None  # (out, x, components) of the last call
-        )
+        # (out, x, components) of the last call: the metrics reuse them
+        self._last: tuple | None = None
 
     def _components(self, out: KoopmanOutput, x: Tensor) -> dict[str, Tensor]:
         """components(out, x), computed once for the loss and its metrics."""
@@ -598,29 +598,6 @@ def trajectory_data(
 # --- training -------------------------------------------------------------------------------
 
 
-class _Batches:
-    """Shuffled batches of whole trajectories, as (x, x) pairs for fit.
-
-    Each pass draws a permutation from torch's global generator and drops
-    the last, incomplete batch. It indexes the tensor once per batch, where
-    a DataLoader over a TensorDataset collates one trajectory at a time.
-    """
-
-    def __init__(self, x: Tensor, batch_size: int):
-        self.x, self.batch_size = x, batch_size
-
-    def __len__(self) -> int:
-        return len(self.x) // self.batch_size
-
-    def __iter__(self):
-        order = torch.randperm(len(self.x), device=self.x.device)
-        for b in range(len(self)):
-            batch = self.x[
-                order[b * self.batch_size : (b + 1) * self.batch_size]
-            ]
-            yield batch, batch
-
-
 def train(
     model: DeepKoopman,
     x_train: Tensor,
@@ -675,14 +652,23 @@ def train(
                 "entries are NaN or infinite"
             )
     loss = DeepKoopmanLoss(model.cfg)
-    loader = _Batches(x_train, batch_size)
+    loader = DataLoader(
+        TensorDataset(x_train, x_train),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+    )
     if len(loader) == 0:
         raise ValueError(
             f"batch_size={batch_size} is larger than the {len(x_train)} "
             "training trajectories"
         )
     epochs = -(-steps // len(loader))
-    val = [(x, x) for x in x_val.split(1024)] if x_val is not None else None
+    val = (
+        DataLoader(TensorDataset(x_val, x_val), batch_size=1024)
+        if x_val is not None
+        else None
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(
