@@ -29,6 +29,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dlbook.checks import (
+    check_array,
+    check_int,
+    check_labels,
+    check_nonempty,
+    check_number,
+    check_same_length,
+)
 from dlbook.train import History
 
 # --- the engine -----------------------------------------------------------------------------
@@ -78,7 +86,17 @@ class Tensor:
         _parents: tuple[Tensor, ...] = (),
         _op: str = "",
     ):
+        _raw = data
         data = np.asarray(data)
+        if not (
+            np.issubdtype(data.dtype, np.floating)
+            or np.issubdtype(data.dtype, np.integer)
+            or data.dtype == np.bool_
+        ):
+            raise TypeError(
+                f"data must be real numbers (an array, a number or a nested "
+                f"list), got dtype {data.dtype} from {type(_raw).__name__}"
+            )
         self.data = (
             data
             if np.issubdtype(data.dtype, np.floating)
@@ -361,6 +379,15 @@ def cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
         raise ValueError(
             f"cross_entropy needs logits (n, K) and targets (n,), got {logits.shape} and {targets.shape}"
         )
+    if logits.shape[0] == 0:
+        raise ValueError(
+            "cross_entropy of an empty batch: logits must have at least one "
+            f"row, got shape {logits.shape}"
+        )
+    if not np.issubdtype(targets.dtype, np.integer):
+        raise TypeError(
+            f"targets must hold integer classes, got dtype {targets.dtype}"
+        )
     if targets.min() < 0 or targets.max() >= logits.shape[1]:
         raise ValueError(
             f"targets must lie in [0, {logits.shape[1]}), got range [{targets.min()}, {targets.max()}]"
@@ -403,9 +430,14 @@ class MLP:
         seed: int = 0,
         dtype=np.float64,
     ):
-        if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
+        if len(sizes) < 2 or any(
+            isinstance(s, bool)
+            or not isinstance(s, (int, np.integer))
+            or int(s) < 1
+            for s in sizes
+        ):
             raise ValueError(
-                f"sizes must list at least two positive widths (input, ..., output), got {tuple(sizes)}"
+                f"sizes must list at least two positive integer widths (input, ..., output), got {tuple(sizes)}"
             )
         if activation not in _ACTIVATIONS:
             raise ValueError(
@@ -507,6 +539,19 @@ def mlp_backward(
         raise ValueError(
             f"activation must be one of {tuple(_F)}, got {activation!r}"
         )
+    if len(weights) != len(biases) or not weights:
+        raise ValueError(
+            f"weights and biases must list one array per layer, got "
+            f"{len(weights)} weights and {len(biases)} biases"
+        )
+    x = check_array("x", x, ndim=2, floating=True, nonempty=True)
+    width = x.shape[1]
+    for i, (W, b) in enumerate(zip(weights, biases)):
+        check_array(f"weights[{i}]", W, shape=(width, None), floating=True)
+        check_array(f"biases[{i}]", b, shape=(W.shape[1],), floating=True)
+        width = W.shape[1]
+    check_labels("y", np.asarray(y), width)
+    check_same_length(x=x, y=y)
     f, df = _F[activation]
     a, zs, acts = x, [], [x]
     for i, (W, b) in enumerate(zip(weights, biases)):
@@ -544,23 +589,28 @@ def numerical_gradient(
     :math:`O(u / \\epsilon)` for the unit round-off :math:`u`; in float64 :math:`\\epsilon = 10^{-6}`
     balances them. It costs two evaluations of ``f`` per entry.
     """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(
+            f"x must be the NumPy array that f reads, got {type(x).__name__}"
+        )
     if x.dtype != np.float64:
         raise ValueError(
             f"numerical gradients need float64 to be accurate, got {x.dtype}"
         )
-    grad = np.empty_like(x)
-    flat, gflat = (
-        x.reshape(-1),
-        grad.reshape(-1),
-    )  # views: writing flat writes x
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
+    if not x.flags.writeable:
+        raise ValueError("x must be writeable: it is perturbed in place")
+    check_number("eps", eps, low=0, low_open=True)
+    grad = np.zeros_like(x)
+    # Index x itself, in any memory layout: a reshape of a transposed or
+    # Fortran-ordered array is a copy, and perturbing a copy changes nothing.
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + eps
         f_plus = f()
-        flat[i] = old - eps
+        x[i] = old - eps
         f_minus = f()
-        flat[i] = old
-        gflat[i] = (f_plus - f_minus) / (2 * eps)
+        x[i] = old
+        grad[i] = (f_plus - f_minus) / (2 * eps)
     return grad
 
 
@@ -605,6 +655,12 @@ class SGDConfig:
     epochs: int = 10  # passes over the training set
     seed: int = 0  # seeds the order of the examples in each epoch
 
+    def __post_init__(self):
+        check_number("lr", self.lr, low=0)
+        check_int("batch_size", self.batch_size, low=1)
+        check_int("epochs", self.epochs, low=0)
+        check_int("seed", self.seed, low=0)
+
 
 def batches(
     n: int, batch_size: int, rng: np.random.Generator
@@ -619,6 +675,9 @@ def accuracy(
     model: MLP, x: np.ndarray, y: np.ndarray, batch_size: int = 4096
 ) -> float:
     """Fraction of examples whose largest logit is the label (no graph is recorded)."""
+    check_nonempty("x", x)
+    check_same_length(x=x, y=y)
+    check_int("batch_size", batch_size, low=1)
     right = 0
     for start in range(0, len(x), batch_size):
         right += int(
@@ -650,6 +709,11 @@ def train(
         raise ValueError(
             f"x and y must have the same length, got {len(x)} and {len(y)}"
         )
+    check_nonempty("x", x)
+    cfg.__post_init__()  # the fields may have been changed since
+    check_labels("y", np.asarray(y), model.sizes[-1])
+    if x_test is not None:
+        check_same_length(x_test=x_test, y_test=y_test)
     rng = np.random.default_rng(cfg.seed)
     history = History()
     for _ in range(cfg.epochs):

@@ -36,6 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dlbook.checks import (
+    check_choice,
+    check_int,
+    check_nonempty,
+    check_number,
+    check_tensor,
+)
 from dlbook.config import seed_everything
 
 # --- the graph as an edge list ------------------------------------------------------------
@@ -55,6 +62,7 @@ def check_edge_index(edge_index: Tensor, num_nodes: int) -> Tensor:
         ValueError: wrong shape, a non-integer dtype, or a node id outside ``[0, num_nodes)``;
             the message names the offending value.
     """
+    num_nodes = check_int("num_nodes", num_nodes, low=0)
     if not isinstance(edge_index, Tensor):
         raise TypeError(
             f"edge_index must be a torch.Tensor of shape (2, num_edges), got {type(edge_index).__name__}"
@@ -87,6 +95,20 @@ def check_edge_index(edge_index: Tensor, num_nodes: int) -> Tensor:
     return edge_index.long()
 
 
+def _check_edge_weight(
+    edge_weight: Tensor | None, edge_index: Tensor
+) -> Tensor | None:
+    """One floating weight per edge, shape (E,), or ``None``; no broadcasting."""
+    if edge_weight is None:
+        return None
+    return check_tensor(
+        "edge_weight",
+        edge_weight,
+        shape=(edge_index.size(1),),
+        floating=True,
+    )
+
+
 def add_remaining_self_loops(
     edge_index: Tensor,
     edge_weight: Tensor | None,
@@ -103,6 +125,8 @@ def add_remaining_self_loops(
         edge_index: (2, E) -> (2, E' + N), the E' non-loop edges first, then the loops 0..N-1.
         edge_weight: (E,) or None -> (E' + N,) or None.
     """
+    edge_index = check_edge_index(edge_index, num_nodes)
+    edge_weight = _check_edge_weight(edge_weight, edge_index)
     src, dst = edge_index
     keep = src != dst
     loops = torch.arange(num_nodes, device=edge_index.device).repeat(
@@ -136,20 +160,26 @@ def gcn_norm(
         num_nodes: N, the number of nodes.
         edge_weight: (E,) weights of A; ``None`` means all ones.
         add_self_loops: use Â = A + I (the renormalization trick); ``False`` normalizes A itself.
-        improved: use Â = A + 2I (the variant Kipf & Welling mention, PyG's ``improved=True``).
+        improved: use Â = A + 2I (the variant Kipf & Welling mention). PyG 2.8.1's
+            ``gcn_norm`` adds A + I when ``edge_weight`` is ``None``; here every
+            node gets its loop of weight 2, with or without edge weights.
         dtype: dtype of the weights when ``edge_weight`` is ``None``.
 
     Returns:
         ``(edge_index, weight)``: the edges of Â (self-loops appended) and their weights
         ``d̂_j^{-1/2} Â_ij d̂_i^{-1/2}``.
     """
+    edge_index = check_edge_index(edge_index, num_nodes)
+    edge_weight = _check_edge_weight(edge_weight, edge_index)
+    if (
+        edge_weight is None
+    ):  # A's ones, before the loops: these get 2 if improved
+        edge_weight = torch.ones(
+            edge_index.size(1), dtype=dtype, device=edge_index.device
+        )
     if add_self_loops:
         edge_index, edge_weight = add_remaining_self_loops(
             edge_index, edge_weight, num_nodes, 2.0 if improved else 1.0
-        )
-    if edge_weight is None:
-        edge_weight = torch.ones(
-            edge_index.size(1), dtype=dtype, device=edge_index.device
         )
     src, dst = edge_index
     deg = edge_weight.new_zeros(num_nodes).index_add_(
@@ -173,6 +203,17 @@ def propagate(
         edge_index: (2, E); edge_weight: (E,) or (E, *) broadcastable against x's trailing shape.
         output: same shape as x.
     """
+    x = check_tensor("x", x, floating=True)
+    if x.ndim == 0:
+        raise ValueError("x must have a node dimension (N, *), got a scalar")
+    edge_index = check_edge_index(edge_index, x.size(0))
+    if edge_weight is not None:
+        check_tensor("edge_weight", edge_weight)
+        if edge_weight.ndim == 0 or edge_weight.size(0) != edge_index.size(1):
+            raise ValueError(
+                f"edge_weight must have one row per edge ({edge_index.size(1)}"
+                f"), got shape {tuple(edge_weight.shape)}"
+            )
     src, dst = edge_index
     messages = x.index_select(0, src)  # (E, *)
     if edge_weight is not None:
@@ -233,6 +274,21 @@ def feature_dropout(x: Tensor, p: float, training: bool) -> Tensor:
 # --- the layer -----------------------------------------------------------------------------
 
 
+def _check_features(x: Tensor, in_channels: int, dtype: torch.dtype) -> None:
+    """Node features (N, F) of the layer's width and dtype, dense or sparse."""
+    check_tensor("x", x, ndim=2, floating=True)
+    if x.size(1) != in_channels:
+        raise ValueError(
+            f"x must have shape (N, {in_channels}) for this layer, got "
+            f"{tuple(x.shape)}"
+        )
+    if x.dtype != dtype:
+        raise TypeError(
+            f"x must have the layer's dtype {dtype}, got {x.dtype} (convert "
+            f"one of them: x.to({dtype}) or layer.to({x.dtype}))"
+        )
+
+
 class GCNConv(nn.Module):
     r"""The graph convolution of Kipf & Welling (2017).
 
@@ -275,6 +331,8 @@ class GCNConv(nn.Module):
         cached: bool = False,
     ):
         super().__init__()
+        in_channels = check_int("in_channels", in_channels, low=1)
+        out_channels = check_int("out_channels", out_channels, low=1)
         if add_self_loops and not normalize:
             raise ValueError(
                 "add_self_loops=True needs normalize=True (as in PyG's GCNConv)"
@@ -302,6 +360,7 @@ class GCNConv(nn.Module):
     def forward(
         self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None
     ) -> Tensor:
+        _check_features(x, self.in_channels, self.lin.weight.dtype)
         num_nodes = x.size(0)
         if self._cache is not None:
             edge_index, edge_weight = self._cache
@@ -376,6 +435,8 @@ class GCN(nn.Module):
             raise ValueError(
                 f"num_layers must be at least 1, got {config.num_layers}"
             )
+        check_int("hidden", config.hidden, low=1)
+        check_number("dropout", config.dropout, low=0, high=1, high_open=True)
         sizes = (
             [in_channels]
             + [config.hidden] * (config.num_layers - 1)
@@ -435,6 +496,9 @@ class _Linear(nn.Linear):
 # --- training ------------------------------------------------------------------------------
 
 
+STOPPING = ("window", "patience", "none")
+
+
 @dataclass
 class TrainConfig:
     """Full-batch semi-supervised training (defaults: Kipf & Welling's GCN protocol)."""
@@ -447,8 +511,14 @@ class TrainConfig:
     stopping: str = "window"  # "window" (Kipf & Welling), "patience" (Velickovic et al.) or "none"
     patience: int = 10  # "window": its length; "patience": epochs without improvement before stopping
 
+    def __post_init__(self):
+        check_number("lr", self.lr, low=0)
+        check_number("weight_decay", self.weight_decay, low=0)
+        check_int("epochs", self.epochs, low=1)
+        check_choice("stopping", self.stopping, STOPPING)
+        if self.stopping != "none":  # a window of 0 epochs has no mean
+            check_int("patience", self.patience, low=1)
 
-STOPPING = ("window", "patience", "none")
 
 GCN_PROTOCOL = TrainConfig(
     lr=0.01, weight_decay=5e-4, epochs=200, stopping="window", patience=10
@@ -484,6 +554,7 @@ class PatienceStop:
     """
 
     def __init__(self, patience: int):
+        check_int("patience", patience, low=1)
         self.patience, self.best_score, self.best_loss, self.waited = (
             patience,
             -math.inf,
@@ -535,10 +606,10 @@ def train_node_classifier(
         config: learning rate, weight decay, epochs, stopping rule.
     """
     config = config or TrainConfig()
-    if config.stopping not in STOPPING:
-        raise ValueError(
-            f"stopping must be one of {', '.join(STOPPING)}, got {config.stopping!r}"
-        )
+    config.__post_init__()  # the fields may have been changed since
+    for name in ("train_mask", "val_mask"):
+        mask = getattr(data, name)
+        check_nonempty(f"data.{name}", torch.nonzero(mask))
     groups = (
         model.param_groups(config.weight_decay)
         if hasattr(model, "param_groups")
