@@ -379,15 +379,8 @@ def cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
         raise ValueError(
             f"cross_entropy needs logits (n, K) and targets (n,), got {logits.shape} and {targets.shape}"
         )
-    if logits.shape[0] == 0:
-        raise ValueError(
-            "cross_entropy of an empty batch: logits must have at least one "
-            f"row, got shape {logits.shape}"
-        )
-    if not np.issubdtype(targets.dtype, np.integer):
-        raise TypeError(
-            f"targets must hold integer classes, got dtype {targets.dtype}"
-        )
+    check_nonempty("targets", targets)
+    check_array("targets", targets, floating=False)
     if targets.min() < 0 or targets.max() >= logits.shape[1]:
         raise ValueError(
             f"targets must lie in [0, {logits.shape[1]}), got range [{targets.min()}, {targets.max()}]"
@@ -509,6 +502,23 @@ _F = {
 }
 
 
+def _check_layers(weights, biases, x, y) -> None:
+    """One (in, out) weight and (out,) bias per layer, chained; labels in range."""
+    if len(weights) != len(biases) or not weights:
+        raise ValueError(
+            f"weights and biases must list one array per layer, got "
+            f"{len(weights)} weights and {len(biases)} biases"
+        )
+    x = check_array("x", x, ndim=2, floating=True, nonempty=True)
+    width = x.shape[1]
+    for i, (W, b) in enumerate(zip(weights, biases)):
+        check_array(f"weights[{i}]", W, shape=(width, None), floating=True)
+        check_array(f"biases[{i}]", b, shape=(W.shape[1],), floating=True)
+        width = W.shape[1]
+    check_labels("y", np.asarray(y), width)
+    check_same_length(x=x, y=y)
+
+
 def mlp_backward(
     weights: Sequence[np.ndarray],
     biases: Sequence[np.ndarray],
@@ -539,19 +549,7 @@ def mlp_backward(
         raise ValueError(
             f"activation must be one of {tuple(_F)}, got {activation!r}"
         )
-    if len(weights) != len(biases) or not weights:
-        raise ValueError(
-            f"weights and biases must list one array per layer, got "
-            f"{len(weights)} weights and {len(biases)} biases"
-        )
-    x = check_array("x", x, ndim=2, floating=True, nonempty=True)
-    width = x.shape[1]
-    for i, (W, b) in enumerate(zip(weights, biases)):
-        check_array(f"weights[{i}]", W, shape=(width, None), floating=True)
-        check_array(f"biases[{i}]", b, shape=(W.shape[1],), floating=True)
-        width = W.shape[1]
-    check_labels("y", np.asarray(y), width)
-    check_same_length(x=x, y=y)
+    _check_layers(weights, biases, x, y)
     f, df = _F[activation]
     a, zs, acts = x, [], [x]
     for i, (W, b) in enumerate(zip(weights, biases)):
@@ -579,6 +577,14 @@ def mlp_backward(
 # --- the numerical gradient check -----------------------------------------------------------
 
 
+def _check_perturbable(x: np.ndarray, eps: float) -> None:
+    """An array ``f`` can read and we can write, and a step ``eps`` > 0."""
+    check_array("x", x)
+    if not x.flags.writeable:
+        raise ValueError("x must be writeable: it is perturbed in place")
+    check_number("eps", eps, low=0, low_open=True)
+
+
 def numerical_gradient(
     f: Callable[[], float], x: np.ndarray, eps: float = 1e-6
 ) -> np.ndarray:
@@ -589,17 +595,11 @@ def numerical_gradient(
     :math:`O(u / \\epsilon)` for the unit round-off :math:`u`; in float64 :math:`\\epsilon = 10^{-6}`
     balances them. It costs two evaluations of ``f`` per entry.
     """
-    if not isinstance(x, np.ndarray):
-        raise TypeError(
-            f"x must be the NumPy array that f reads, got {type(x).__name__}"
-        )
+    _check_perturbable(x, eps)
     if x.dtype != np.float64:
         raise ValueError(
             f"numerical gradients need float64 to be accurate, got {x.dtype}"
         )
-    if not x.flags.writeable:
-        raise ValueError("x must be writeable: it is perturbed in place")
-    check_number("eps", eps, low=0, low_open=True)
     grad = np.zeros_like(x)
     # Index x itself, in any memory layout: a reshape of a transposed or
     # Fortran-ordered array is a copy, and perturbing a copy changes nothing.
@@ -689,6 +689,15 @@ def accuracy(
     return right / len(x)
 
 
+def _check_training(model, x, y, cfg, x_test, y_test) -> None:
+    """Something to train on, labels the model can output, a valid config."""
+    check_nonempty("x", x)
+    cfg.__post_init__()  # the fields may have been changed since
+    check_labels("y", np.asarray(y), model.sizes[-1])
+    if x_test is not None:
+        check_same_length(x_test=x_test, y_test=y_test)
+
+
 def train(
     model: MLP,
     x: np.ndarray,
@@ -709,11 +718,7 @@ def train(
         raise ValueError(
             f"x and y must have the same length, got {len(x)} and {len(y)}"
         )
-    check_nonempty("x", x)
-    cfg.__post_init__()  # the fields may have been changed since
-    check_labels("y", np.asarray(y), model.sizes[-1])
-    if x_test is not None:
-        check_same_length(x_test=x_test, y_test=y_test)
+    _check_training(model, x, y, cfg, x_test, y_test)
     rng = np.random.default_rng(cfg.seed)
     history = History()
     for _ in range(cfg.epochs):

@@ -189,6 +189,24 @@ def gcn_norm(
     return edge_index, deg_inv_sqrt[src] * edge_weight * deg_inv_sqrt[dst]
 
 
+def _check_messages(
+    x: Tensor, edge_index: Tensor, edge_weight: Tensor | None
+) -> Tensor:
+    """Floating node features, a valid edge list, one weight (row) per edge."""
+    x = check_tensor("x", x, floating=True)
+    if x.ndim == 0:
+        raise ValueError("x must have a node dimension (N, *), got a scalar")
+    edge_index = check_edge_index(edge_index, x.size(0))
+    if edge_weight is not None:
+        check_tensor("edge_weight", edge_weight)
+        if edge_weight.ndim == 0 or edge_weight.size(0) != edge_index.size(1):
+            raise ValueError(
+                f"edge_weight must have one row per edge ({edge_index.size(1)}"
+                f"), got shape {tuple(edge_weight.shape)}"
+            )
+    return edge_index
+
+
 def propagate(
     x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None
 ) -> Tensor:
@@ -203,17 +221,7 @@ def propagate(
         edge_index: (2, E); edge_weight: (E,) or (E, *) broadcastable against x's trailing shape.
         output: same shape as x.
     """
-    x = check_tensor("x", x, floating=True)
-    if x.ndim == 0:
-        raise ValueError("x must have a node dimension (N, *), got a scalar")
-    edge_index = check_edge_index(edge_index, x.size(0))
-    if edge_weight is not None:
-        check_tensor("edge_weight", edge_weight)
-        if edge_weight.ndim == 0 or edge_weight.size(0) != edge_index.size(1):
-            raise ValueError(
-                f"edge_weight must have one row per edge ({edge_index.size(1)}"
-                f"), got shape {tuple(edge_weight.shape)}"
-            )
+    edge_index = _check_messages(x, edge_index, edge_weight)
     src, dst = edge_index
     messages = x.index_select(0, src)  # (E, *)
     if edge_weight is not None:
@@ -625,7 +633,12 @@ def train_node_classifier(
     history: dict[str, list[float]] = {
         k: [] for k in ("train_loss", "val_loss", "val_acc", "test_acc")
     }
-    stopper, kept, kept_state = PatienceStop(config.patience), 0, None
+    stopper = (
+        PatienceStop(config.patience)
+        if config.stopping == "patience"
+        else None
+    )
+    kept, kept_state = 0, None
     for epoch in range(1, config.epochs + 1):
         model.train()
         opt.zero_grad(set_to_none=True)

@@ -141,6 +141,21 @@ class CAMResult:
     guided: torch.Tensor | None = None  # (B, C, H, W), Guided Grad-CAM only
 
 
+def _check_images(x) -> None:
+    """A floating batch of images (B, C, H, W)."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        shape = getattr(x, "shape", type(x))
+        raise ValueError(
+            f"x must be a batch of images (B, C, H, W), got {shape}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(
+            f"x must be a floating batch of images, got dtype {x.dtype} "
+            "(convert it as the model's training data was, e.g. "
+            "x.float() / 255 and the same normalization)"
+        )
+
+
 class BaseCAM:
     """The skeleton every gradient-weighted CAM shares; subclasses override :meth:`weights`.
 
@@ -195,17 +210,7 @@ class BaseCAM:
 
     def __call__(self, x: torch.Tensor, target: Target = None) -> CAMResult:
         """Explain ``target`` (default: each image's top prediction) for the batch ``x``."""
-        if not isinstance(x, torch.Tensor) or x.ndim != 4:
-            shape = getattr(x, "shape", type(x))
-            raise ValueError(
-                f"x must be a batch of images (B, C, H, W), got {shape}"
-            )
-        if not (x.is_floating_point()):
-            raise TypeError(
-                f"x must be a floating batch of images, got dtype {x.dtype} "
-                "(convert it as the model's training data was, e.g. "
-                "x.float() / 255 and the same normalization)"
-            )
+        _check_images(x)
         device = next(self.model.parameters()).device
         # A leaf that needs a gradient keeps the graph even when the weights are frozen.
         x = x.to(device).detach().requires_grad_(True)

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from dlbook.checks import check_number
+from dlbook.checks import check_number, check_tensor
 
 
 def _check(
@@ -501,11 +501,7 @@ def trajectory(
             f"steps must be a non-negative integer, got {steps!r}"
         )
     p = torch.tensor(start, dtype=torch.float64, requires_grad=True)
-    if p.shape != (2,) or not torch.isfinite(p).all():
-        raise ValueError(
-            f"start must be a finite point (x, y) of 2 coordinates, got "
-            f"{start!r}"
-        )
+    check_tensor("start", p, shape=(2,), finite=True)  # a point (x, y)
     opt = optimizer([p], **hyper)
     path = [p.detach().clone()]
     for _ in range(steps):

@@ -330,6 +330,20 @@ class RunConfig:
         check_int("keep_last", self.keep_last, low=1)
 
 
+def _check_run(data: Mapping[str, torch.Tensor], cfg: RunConfig) -> None:
+    """Non-empty images with one integer label >= 0 each, and a valid config."""
+    cfg.__post_init__()  # the fields may have been changed since
+    for split in ("train", "val"):
+        x = check_tensor(f"x_{split}", data[f"x_{split}"], nonempty=True)
+        y = check_tensor(f"y_{split}", data[f"y_{split}"], nonempty=True)
+        check_labels(f"y_{split}", y, int(y.max()) + 1)  # integers >= 0
+        if len(y) != len(x):
+            raise ValueError(
+                f"x_{split} and y_{split} must have the same length, but "
+                f"x_{split} has {len(x)}, y_{split} has {len(y)}"
+            )
+
+
 def build_run(
     data: Mapping[str, torch.Tensor],
     cfg: RunConfig,
@@ -349,16 +363,7 @@ def build_run(
         raise KeyError(
             f"data lacks {sorted(missing)}; it holds {sorted(data)}"
         )
-    cfg.__post_init__()  # the fields may have been changed since
-    for split in ("train", "val"):
-        x = check_tensor(f"x_{split}", data[f"x_{split}"], nonempty=True)
-        y = check_tensor(f"y_{split}", data[f"y_{split}"], nonempty=True)
-        check_labels(f"y_{split}", y, int(y.max()) + 1)  # integers >= 0
-        if len(y) != len(x):
-            raise ValueError(
-                f"x_{split} and y_{split} must have the same length, but "
-                f"x_{split} has {len(x)}, y_{split} has {len(y)}"
-            )
+    _check_run(data, cfg)
     seed_everything(cfg.seed, deterministic=True)
     n_in = data["x_train"][0].numel()
     n_out = int(data["y_train"].max()) + 1

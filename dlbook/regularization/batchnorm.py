@@ -34,10 +34,24 @@ from dlbook.checks import check_array, check_int, check_number, check_tensor
 
 
 def _check_affine(
-    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    eps: float,
+    axis: int = 0,
 ) -> None:
-    """x (M, C) floating, gamma and beta (C,) each: no silent broadcasting."""
+    """x (M, C) floating, gamma and beta (C,) each: no silent broadcasting.
+
+    ``axis``: the one normalized over, which needs 2 values or more (one
+    value has no spread: it would normalize to 0).
+    """
     check_array("x", x, ndim=2, floating=True)
+    if x.shape[axis] < 2:
+        what = "per feature" if axis == 0 else "per example"
+        raise ValueError(
+            f"normalization needs more than 1 value {what}, got x of shape "
+            f"{x.shape}, normalized over axis {axis}"
+        )
     c = x.shape[1]
     check_array("gamma", np.asarray(gamma), shape=(c,))
     check_array("beta", np.asarray(beta), shape=(c,))
@@ -72,12 +86,7 @@ def batchnorm_forward(
         ``y`` of shape ``(M, C)`` and the cache the backward pass needs (the batch mean and
         biased variance are in it, as ``"mu"`` and ``"var"``).
     """
-    _check_affine(x, gamma, beta, eps)
-    if x.shape[0] < 2:
-        raise ValueError(
-            f"batch normalization needs more than 1 value per feature, got x "
-            f"of shape {x.shape}"
-        )
+    _check_affine(x, gamma, beta, eps)  # and M >= 2
     m = x.shape[0]
     mu = x.sum(0) / m
     xmu = x - mu
@@ -156,12 +165,7 @@ def layernorm_forward(
     Each row of ``x`` ``(M, C)`` is standardized over its C features, then scaled and shifted
     per feature by ``gamma`` and ``beta`` ``(C,)``. There are no running statistics.
     """
-    _check_affine(x, gamma, beta, eps)
-    if x.shape[1] < 2:
-        raise ValueError(
-            f"layer normalization needs more than 1 feature per example, got "
-            f"x of shape {x.shape}"
-        )
+    _check_affine(x, gamma, beta, eps, axis=1)
     out_t, cache = batchnorm_forward(
         x.T, np.ones(x.shape[0], x.dtype), np.zeros(x.shape[0], x.dtype), eps
     )
@@ -348,7 +352,7 @@ class LayerNorm:
             raise ValueError(
                 f"num_features must be positive, got {num_features}"
             )
-        check_int("num_features", num_features, low=1)
+        check_int("num_features", num_features, low=2)  # 1 would give beta
         check_number("eps", eps, low=0)
         self.num_features, self.eps = num_features, eps
         self.gamma, self.beta = (

@@ -44,35 +44,8 @@ from dlbook.train import History
 # --- k-nearest neighbours ---------------------------------------------------------------------
 
 
-def knn_predict(
-    x_train: torch.Tensor,
-    y_train: torch.Tensor,
-    x_query: torch.Tensor,
-    k: int | Sequence[int],
-    *,
-    regression: bool = False,
-    chunk: int = 1024,
-) -> torch.Tensor:
-    """Predict with the ``k`` nearest training points in Euclidean distance.
-
-    .. math:: \\hat f(x) = \\frac{1}{k} \\sum_{x_i \\in N_k(x)} y_i
-
-    for regression; for classification the most frequent label among the ``k`` neighbours
-    (ties go to the smallest label, as in scikit-learn).
-
-    Args:
-        x_train: training inputs, flattened to ``(N, D)``.
-        y_train: targets ``(N,)``: class indices, or real values if ``regression``.
-        x_query: inputs to predict, flattened to ``(M, D)``.
-        k: number of neighbours, ``1 <= k <= N``; or a list of them, all predicted from one
-            distance computation.
-        regression: average the neighbours' targets instead of voting.
-        chunk: queries per block, to bound the ``(chunk, N)`` distance matrix in memory.
-
-    Shapes:
-        output: (M,) for one ``k``, (len(k), M) for a list; the dtype of ``y_train`` for
-        classification, floating for regression.
-    """
+def _check_knn(x_train, y_train, x_query, k, regression, chunk):
+    """The list of ``k`` values and whether one was given; clear errors otherwise."""
     check_tensor("x_train", x_train, floating=True, finite=True, nonempty=True)
     check_tensor("x_query", x_query, floating=True, finite=True)
     check_tensor("y_train", y_train, ndim=1)
@@ -106,6 +79,40 @@ def knn_predict(
         raise ValueError(
             f"x_query has {x_query.shape[1]} features, x_train has {x_train.shape[1]}"
         )
+    return ks, single
+
+
+def knn_predict(
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_query: torch.Tensor,
+    k: int | Sequence[int],
+    *,
+    regression: bool = False,
+    chunk: int = 1024,
+) -> torch.Tensor:
+    """Predict with the ``k`` nearest training points in Euclidean distance.
+
+    .. math:: \\hat f(x) = \\frac{1}{k} \\sum_{x_i \\in N_k(x)} y_i
+
+    for regression; for classification the most frequent label among the ``k`` neighbours
+    (ties go to the smallest label, as in scikit-learn).
+
+    Args:
+        x_train: training inputs, flattened to ``(N, D)``.
+        y_train: targets ``(N,)``: class indices, or real values if ``regression``.
+        x_query: inputs to predict, flattened to ``(M, D)``.
+        k: number of neighbours, ``1 <= k <= N``; or a list of them, all predicted from one
+            distance computation.
+        regression: average the neighbours' targets instead of voting.
+        chunk: queries per block, to bound the ``(chunk, N)`` distance matrix in memory.
+
+    Shapes:
+        output: (M,) for one ``k``, (len(k), M) for a list; the dtype of ``y_train`` for
+        classification, floating for regression.
+    """
+    ks, single = _check_knn(x_train, y_train, x_query, k, regression, chunk)
+    x_train, x_query = x_train.flatten(1), x_query.flatten(1)
     sq_train = (x_train**2).sum(1)
     n_classes = None if regression else int(y_train.max()) + 1
     out = []

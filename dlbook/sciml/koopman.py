@@ -248,15 +248,15 @@ def dmd(
     eigenvalues, W = eigenvalues[order], W[:, order]
     if exact:
         modes = (Y @ V / s).to(W.dtype) @ W  # (n, r): Y V S^-1 W ...
-        # ... Lambda^-1, except where lambda is 0: there Y V S^-1 w is already
-        # an eigenvector of A for 0, and if it is 0 too, Tu et al. (2014,
-        # Theorem 3) take the projected mode U w.
-        zero = eigenvalues.abs() <= torch.finfo(DTYPE).eps * max(
-            1.0, float(eigenvalues.abs().max())
-        )
+        # ... Lambda^-1, except where lambda is 0 (to rounding, relative to
+        # A_tilde): there Y V S^-1 w is itself an eigenvector of A for 0, and
+        # if it is 0 too, Tu et al. (2014, Theorem 3) take the projected U w.
+        tol = torch.finfo(DTYPE).eps ** 0.5
+        scale = float(torch.linalg.matrix_norm(A_tilde, 2))
+        zero = eigenvalues.abs() <= tol * scale
         modes = torch.where(zero, modes, modes / eigenvalues)
         for j in torch.nonzero(zero).flatten().tolist():
-            if modes[:, j].abs().max() <= torch.finfo(DTYPE).eps * float(s[0]):
+            if torch.linalg.vector_norm(modes[:, j]) <= tol * scale:
                 modes[:, j] = U.to(W.dtype) @ W[:, j]
     else:
         modes = U.to(W.dtype) @ W
