@@ -548,7 +548,7 @@ def _read(path: Path, map_location: Any) -> dict[str, Any]:
             path, map_location=map_location or "cpu", weights_only=True
         )
     except pickle.UnpicklingError as err:
-        if "weights_only" in str(err) or "Unsupported" in str(err):
+        if "Unsupported global" in str(err):
             raise  # code in the pickle: refused, never run (not "corrupt")
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated ({err})"

@@ -354,7 +354,7 @@ class GCNConv(nn.Module):
         )
         self.lin = nn.Linear(in_channels, out_channels, bias=False)
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
-        self._cache: tuple[Tensor, Tensor] | None = None
+        self._cache: tuple | None = None  # (edges, weights, graph, nodes)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -371,8 +371,9 @@ class GCNConv(nn.Module):
         _check_features(x, self.in_channels, self.lin.weight.dtype)
         num_nodes = x.size(0)
         if self._cache is not None:
-            edge_index, edge_weight = self._cache
+            edge_index, edge_weight = self._cached(edge_index, num_nodes)
         else:
+            given = edge_index
             edge_index = check_edge_index(edge_index, num_nodes)
             if self.normalize:
                 edge_index, edge_weight = gcn_norm(
@@ -384,9 +385,29 @@ class GCNConv(nn.Module):
                     dtype=self.lin.weight.dtype,
                 )
                 if self.cached:
-                    self._cache = (edge_index, edge_weight)
+                    self._cache = (edge_index, edge_weight, given, num_nodes)
         out = propagate(self.lin(x), edge_index, edge_weight)  # (N, F')
         return out if self.bias is None else out + self.bias
+
+    def _cached(
+        self, edge_index: Tensor, num_nodes: int
+    ) -> tuple[Tensor, Tensor]:
+        """The cached normalization, if ``edge_index`` is the graph it was computed for."""
+        norm_index, norm_weight, given, n = self._cache
+        same = edge_index is given or (
+            n == num_nodes
+            and isinstance(edge_index, Tensor)
+            and edge_index.shape == given.shape
+            and torch.equal(edge_index.to(given.device), given)
+        )
+        if not same or n != num_nodes:
+            raise ValueError(
+                "cached=True: this layer normalized another graph (of "
+                f"{n} nodes and {given.size(1)} edges); call "
+                "reset_parameters() or build it with cached=False for a new "
+                "graph"
+            )
+        return norm_index, norm_weight
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, improved={self.improved}, add_self_loops={self.add_self_loops}"

@@ -147,7 +147,9 @@ def test_cached_normalization_is_reused():
     x, edge_index = _graph()
     conv = GCNConv(6, 4, cached=True)
     first = conv(x, edge_index)
-    torch.testing.assert_close(conv(x, edge_index[:, :10]), first)  # the cache, not the new edges
+    torch.testing.assert_close(conv(x, edge_index.clone()), first)  # the same graph: the cache
+    with pytest.raises(ValueError, match="cached=True: this layer normalized another graph"):
+        conv(x, edge_index[:, :10])  # a new graph is refused, not silently given the old weights
     conv.reset_parameters()
     assert conv._cache is None
 
