@@ -32,8 +32,12 @@ PALETTE = (
 )
 """Okabe & Ito's colour-blind-safe palette."""
 
+FIGURE_WIDTH = 6.2
+"""Inches: the book's text column (684 px) at ``figure.dpi`` 110. A figure this wide
+is shown at its own size; a wider one is scaled down, and its text with it."""
+
 STYLE = {
-    "figure.figsize": (6.4, 3.6),
+    "figure.figsize": (FIGURE_WIDTH, 3.4),
     "figure.dpi": 110,
     "savefig.dpi": 150,
     "savefig.bbox": "tight",
@@ -53,6 +57,33 @@ STYLE = {
 def use_style() -> None:
     """Apply the book's figure style to matplotlib."""
     mpl.rcParams.update(STYLE)
+
+
+def subplots(
+    nrows: int = 1,
+    ncols: int = 1,
+    *,
+    height: float | None = None,
+    **kwargs,
+):
+    """``plt.subplots`` at the house width (:data:`FIGURE_WIDTH`), laid out without overlap.
+
+    Args:
+        nrows, ncols: the grid of axes. More than two panels side by side become
+            too small to read at the column's width: stack them in rows instead.
+        height: the figure's height in inches; default 3.4 for one row, 2.7 per
+            row for more.
+        **kwargs: passed to ``plt.subplots`` (``sharex``, ``gridspec_kw``, ...).
+    """
+    from dlbook.checks import check_int, check_number
+
+    check_int("nrows", nrows, low=1)
+    check_int("ncols", ncols, low=1)
+    if height is None:
+        height = 3.4 if nrows == 1 else 2.7 * nrows
+    check_number("height", height, low=0, low_open=True)
+    kwargs.setdefault("layout", "constrained")
+    return plt.subplots(nrows, ncols, figsize=(FIGURE_WIDTH, height), **kwargs)
 
 
 def _as_image(image) -> np.ndarray:
@@ -128,18 +159,26 @@ def image_grid(
     titles: Sequence[str] | None = None,
     *,
     ncols: int = 8,
-    size: float = 1.6,
+    size: float | None = None,
     cmap: str = "gray",
 ):
-    """Images in a grid with optional titles; tensors ``(C, H, W)`` or arrays ``(H, W[, C])``."""
+    """Images in a grid with optional titles; tensors ``(C, H, W)`` or arrays ``(H, W[, C])``.
+
+    ``size`` is the side of one image in inches; by default the grid fills the
+    house width (:data:`FIGURE_WIDTH`), at most 1.6 inches an image.
+    """
     images = list(images)
     if not images:
         raise ValueError("images is empty")
     ncols = check_int("ncols", ncols, low=1)
     if titles is not None and len(titles) != len(images):
         raise ValueError(f"got {len(titles)} titles for {len(images)} images")
+    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"ncols must be a positive integer, got {ncols!r}")
     ncols = min(ncols, len(images))
     nrows = -(-len(images) // ncols)
+    if size is None:
+        size = min(1.6, FIGURE_WIDTH / ncols)
     fig, axes = plt.subplots(
         nrows,
         ncols,
