@@ -725,7 +725,7 @@ def _():
     return plot_history({})
 
 
-@row("api: plot", "image_grid(ncols=0)", "crash", raises="ncols must be an integer >= 1")
+@row("api: plot", "image_grid(ncols=0)", "crash", raises="ncols must be a positive integer")
 def _():
     return image_grid([torch.rand(1, 4, 4)], ncols=0)
 

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from dlbook.checks import check_int, check_probability
+from dlbook.checks import check_probability
 
 PALETTE = (
     "#0072B2",
@@ -170,7 +170,6 @@ def image_grid(
     images = list(images)
     if not images:
         raise ValueError("images is empty")
-    ncols = check_int("ncols", ncols, low=1)
     if titles is not None and len(titles) != len(images):
         raise ValueError(f"got {len(titles)} titles for {len(images)} images")
     if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:

@@ -37,7 +37,7 @@ def test_overlay_refuses_a_nan_heatmap():
 
 
 def test_image_grid_and_plot_history_refuse_bad_arguments():
-    with pytest.raises(ValueError, match="ncols must be an integer >= 1, got 0"):  # was ZeroDivisionError
+    with pytest.raises(ValueError, match="ncols must be a positive integer, got 0"):  # was ZeroDivisionError
         image_grid([torch.rand(1, 4, 4)], ncols=0)
     with pytest.raises(TypeError, match="history must be a History or a mapping"):
         plot_history(None)
