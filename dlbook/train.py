@@ -238,8 +238,10 @@ def fit(
     _check_trainable(model, optimizer)
     device = torch.device(device) if device is not None else _device_of(model)
     model.to(device)
-    run_settings = _run_settings(
-        optimizer, scheduler, scheduler_step, settings
+    run_settings = (
+        _run_settings(optimizer, scheduler, scheduler_step, settings)
+        if checkpoint is not None
+        else None
     )
     metrics = {"acc": accuracy} if metrics is None else metrics
     history = History()
@@ -766,7 +768,7 @@ def _run_settings(
 ) -> dict[str, Any]:
     """What defines a run besides its weights, as the fresh objects have it."""
     sched = {}
-    if scheduler is not None:
+    if callable(getattr(scheduler, "state_dict", None)):
         sched = _static(_plain(scheduler.state_dict()))
     return {
         "optimizer": _class_name(optimizer),

@@ -171,9 +171,7 @@ def gcn_norm(
     """
     edge_index = check_edge_index(edge_index, num_nodes)
     edge_weight = _check_edge_weight(edge_weight, edge_index)
-    if (
-        edge_weight is None
-    ):  # A's ones, before the loops: these get 2 if improved
+    if edge_weight is None:  # A's ones, before the loops (2 if improved)
         edge_weight = torch.ones(
             edge_index.size(1), dtype=dtype, device=edge_index.device
         )
