@@ -85,13 +85,15 @@ class LeNet(nn.Module):
         c1, c2 = cfg.channels
         stride = 2 if cfg.pooling == "stride" else 1
         self.cfg = cfg
-        self.conv1 = nn.Conv2d(cfg.in_channels, c1, k, stride, padding=k // 2)
-        self.conv2 = nn.Conv2d(c1, c2, k, stride)
         if cfg.pooling == "stride":
-            self.pool = nn.Identity()
+            pool = nn.Identity
         else:
             pool = nn.MaxPool2d if cfg.pooling == "max" else nn.AvgPool2d
-            self.pool = pool(2)
+        # registered in the order of the forward pass (see receptive_field)
+        self.conv1 = nn.Conv2d(cfg.in_channels, c1, k, stride, padding=k // 2)
+        self.pool1 = pool(2) if cfg.pooling != "stride" else pool()
+        self.conv2 = nn.Conv2d(c1, c2, k, stride)
+        self.pool2 = pool(2) if cfg.pooling != "stride" else pool()
         pooled = cfg.pooling != "stride"  # pooling halves the size
         size = conv_output_size(size, k, stride, k // 2) // (
             2 if pooled else 1
@@ -106,7 +108,7 @@ class LeNet(nn.Module):
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The feature maps after each convolution's ReLU (before pooling)."""
         a1 = F.relu(self.conv1(x))  # (N, c1, H, W)
-        a2 = F.relu(self.conv2(self.pool(a1)))  # (N, c2, H', W')
+        a2 = F.relu(self.conv2(self.pool1(a1)))  # (N, c2, H', W')
         return [a1, a2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,7 +119,7 @@ class LeNet(nn.Module):
             floating=True,
         )
         _, a2 = self.features(x)
-        h = self.drop(self.pool(a2).flatten(1))  # (N, c2·h·w)
+        h = self.drop(self.pool2(a2).flatten(1))  # (N, c2·h·w)
         h = self.drop(F.relu(self.fc1(h)))
         h = self.drop(F.relu(self.fc2(h)))
         return self.fc3(h)
