@@ -82,14 +82,14 @@ class GRU(Recurrent):
         return ((1 - z) * n + z * h,)
 
 
-def set_forget_bias(module: torch.nn.Module, value: float) -> None:
+def set_forget_bias(module: torch.nn.Module, value: float) -> torch.nn.Module:
     """Set the forget-gate bias of every LSTM layer in ``module`` to ``value``.
 
     PyTorch keeps two biases per gate (b_ih and b_hh); the first holds
     ``value`` and the second 0, so their sum is ``value``. A bias of 1 or
     more starts f_t near 1, which keeps the cell path open from the first
     update (Gers et al. 2000; Jozefowicz, Zaremba & Sutskever 2015).
-    Works on our ``LSTM`` and on ``torch.nn.LSTM``.
+    Works on our ``LSTM`` and on ``torch.nn.LSTM``; returns ``module``.
     """
     value = check_number("value", value)
     found = False
@@ -105,6 +105,7 @@ def set_forget_bias(module: torch.nn.Module, value: float) -> None:
                 p[size : 2 * size] = value if "bias_ih" in name else 0.0
     if not found:
         raise ValueError("module has no LSTM layer with biases to set")
+    return module
 
 
 def _owner(module: torch.nn.Module, name: str) -> torch.nn.Module:

@@ -538,6 +538,27 @@ class SequenceTagger(nn.Module):
         return (logits, h_n) if state else logits
 
 
+class SequenceRegressor(nn.Module):
+    """Real-valued features in, one number per sequence out (many-to-one).
+
+    Recurrent layer → linear map of the last step's state to a scalar.
+
+    Shapes:
+        x: (B, T, I) float. Returns (B,).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int = 64, cell="gru"):
+        super().__init__()
+        check_int("input_size", input_size, low=1)
+        self.rnn = _recurrent(cell, input_size, hidden_size)
+        self.head = nn.Linear(hidden_size, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_tensor("x", x, ndim=3, floating=True, nonempty=True)
+        out, _ = self.rnn(x)
+        return self.head(out[:, -1])[:, 0]
+
+
 class SeedToSequence(nn.Module):
     """One-to-many: a seed vector in, a sequence of T outputs out.
 

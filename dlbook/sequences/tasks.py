@@ -22,6 +22,9 @@ Used by ``book/sequences/rnn.md`` and ``book/sequences/lstm.md``; tested in
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterator
+
 import torch
 from torch import Tensor
 
@@ -193,3 +196,46 @@ def word_end_tags(text: str) -> Tensor:
     letter = torch.tensor([c.isalpha() for c in text])
     after = torch.cat([letter[1:], torch.tensor([False])])
     return (letter & ~after).long()
+
+
+class LengthCurriculum:
+    """``steps`` batches of a generated task, each of its own length.
+
+    Batch j has length L_j drawn log-uniformly from [low, high], so short
+    problems, which give a learning signal early, are as frequent as long
+    ones on a logarithmic scale. Within a batch all sequences share L_j.
+
+    Args:
+        task: ``task(n, length, seed) -> (x, y)``, e.g. ``adding_problem``.
+        low, high: the range of lengths.
+        batch_size, steps: sequences per batch, batches per pass.
+        seed: the draw of lengths and data; the same seed, the same batches.
+    """
+
+    def __init__(
+        self,
+        task: Callable[..., tuple[Tensor, Tensor]],
+        low: int,
+        high: int,
+        batch_size: int,
+        steps: int,
+        seed: int = 0,
+    ):
+        self.low = check_int("low", low, low=1)
+        self.high = check_int("high", high, low=low)
+        self.batch_size = check_int("batch_size", batch_size, low=1)
+        self.steps = check_int("steps", steps, low=1)
+        self.task, self.seed = task, check_int("seed", seed, low=0)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        g = _generator(self.seed)
+        a, b = math.log(self.low), math.log(self.high + 1)
+        for j in range(self.steps):
+            u = float(torch.rand((), generator=g))
+            length = min(self.high, int(math.exp(a + u * (b - a))))
+            yield self.task(
+                self.batch_size, length, seed=self.seed * 10**6 + j
+            )
