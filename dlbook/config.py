@@ -13,6 +13,12 @@ reader always sees which profile produced the page::
     cfg.epochs
 
 Used by every chapter of the book.
+
+The book is executed several chapters at a time (:mod:`dlbook.bookexec`): ``DLBOOK_JOBS``
+chapters at once, each kernel with ``DLBOOK_THREADS`` threads, so that the kernels do not
+fight over the same cores. :func:`jobs` and :func:`threads` read and check both; when
+``DLBOOK_THREADS`` is set, importing this module applies it (:func:`apply_threads`) to
+PyTorch, to the BLAS and OpenMP libraries, and to TensorFlow.
 """
 
 from __future__ import annotations
@@ -27,8 +33,126 @@ from typing import Any
 import numpy as np
 import torch
 
+from dlbook.checks import check_int
+
 PROFILES = ("quick", "full")
 """The valid values of ``DLBOOK_PROFILE``; the first is the default."""
+
+GIB = 2**30
+JOB_MEMORY = 2 * GIB
+"""Memory set aside for each chapter executed at once: the quick profile's budget."""
+
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+)
+"""What OpenMP, MKL, OpenBLAS and TensorFlow read for their thread counts at start-up."""
+
+
+def _positive_int_from_env(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return number
+
+
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def jobs() -> int:
+    """How many chapters the book build executes at once: ``DLBOOK_JOBS``.
+
+    The default is one per core, but at most one per 2 GiB of memory (the quick
+    profile's memory budget of a chapter), and at least one.
+
+    Raises:
+        ValueError: if ``DLBOOK_JOBS`` is set to anything but a positive integer.
+    """
+    chosen = _positive_int_from_env("DLBOOK_JOBS")
+    if chosen is not None:
+        return chosen
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        memory = None
+    n = cores()
+    if memory:
+        n = min(n, memory // JOB_MEMORY)
+    return max(1, n)
+
+
+def threads(n_jobs: int | None = None) -> int:
+    """Threads for each kernel: ``DLBOOK_THREADS``, by default cores / jobs (at least 1).
+
+    Args:
+        n_jobs: the number of kernels sharing the cores; ``None`` reads :func:`jobs`.
+
+    Raises:
+        ValueError: if ``DLBOOK_THREADS`` is set to anything but a positive integer,
+            or ``n_jobs`` is not a positive integer.
+    """
+    chosen = _positive_int_from_env("DLBOOK_THREADS")
+    if chosen is not None:
+        return chosen
+    n_jobs = jobs() if n_jobs is None else check_int("n_jobs", n_jobs, low=1)
+    return max(1, cores() // n_jobs)
+
+
+def thread_environment(n_threads: int) -> dict[str, str]:
+    """The environment variables that give a new process ``n_threads`` threads."""
+    value = str(check_int("n_threads", n_threads, low=1))
+    return {"DLBOOK_THREADS": value, **dict.fromkeys(THREAD_VARIABLES, value)}
+
+
+def apply_threads() -> int | None:
+    """Apply ``DLBOOK_THREADS`` to this process; return it, or ``None`` when it is unset.
+
+    Sets PyTorch's intra-op threads, limits the BLAS and OpenMP libraries already loaded
+    (through threadpoolctl, when it is installed), exports the variables of
+    :data:`THREAD_VARIABLES` for libraries loaded later and for child processes, and sets
+    TensorFlow's intra- and inter-op threads if TensorFlow is imported and has not
+    started yet (otherwise it read ``TF_NUM_INTRAOP_THREADS`` when it started).
+    """
+    n = _positive_int_from_env("DLBOOK_THREADS")
+    if n is None:
+        return None
+    for name, value in thread_environment(n).items():
+        if name != "DLBOOK_THREADS":
+            os.environ[name] = value
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+    except (
+        ImportError
+    ):  # the environment variables cover libraries loaded from now on
+        pass
+    else:
+        threadpool_limits(limits=n)
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and hasattr(tf, "config"):
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+            tf.config.threading.set_inter_op_parallelism_threads(n)
+        except (
+            RuntimeError
+        ):  # TensorFlow already started, with its own setting
+            pass
+    return n
 
 
 def profile() -> str:
@@ -123,33 +247,77 @@ def settings(
     return Settings(chosen, quick if chosen == "quick" else full)
 
 
+def _available(kind: str) -> tuple[bool, int]:
+    """Whether this machine has devices of ``kind``, and how many (1 if not countable)."""
+    if kind == "cpu":
+        return True, 1
+    if kind == "cuda":
+        ok = torch.cuda.is_available()
+        return ok, torch.cuda.device_count() if ok else 0
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return bool(mps is not None and mps.is_available()), 1
+    if kind == "xpu":
+        xpu = getattr(torch, "xpu", None)
+        ok = bool(xpu is not None and xpu.is_available())
+        return ok, xpu.device_count() if ok else 0
+    return False, 0
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+_NAMES = {"cuda": "CUDA", "mps": "MPS (Apple GPUs)", "xpu": "XPU (Intel GPUs)"}
+"""The device types :func:`device` accepts (when the machine has them)."""
+
+
 def device(prefer: str | None = None) -> torch.device:
     """The device to compute on: CUDA if present, else the CPU.
 
     Args:
-        prefer: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` to override the choice; when it is
-            ``None`` the environment variable ``DLBOOK_DEVICE`` may override it instead.
+        prefer: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"xpu[:N]"`` to override
+            the choice; when it is ``None`` the environment variable ``DLBOOK_DEVICE`` may
+            override it instead (surrounding spaces are ignored, as for ``DLBOOK_PROFILE``).
 
     Raises:
-        ValueError: if the requested device is not a device name.
-        RuntimeError: if CUDA is requested and not available.
+        ValueError: if the requested device is not a device name, or not one to compute
+            on (``"meta"`` holds no data).
+        RuntimeError: if the requested device is not on this machine (no CUDA, no
+            ``cuda:3`` on a machine with two GPUs, no MPS or XPU).
     """
-    choice = (
-        prefer
-        if prefer is not None
-        else os.environ.get("DLBOOK_DEVICE") or None
-    )
+    source = "device"
+    choice = prefer
+    if choice is None:
+        choice = os.environ.get("DLBOOK_DEVICE", "").strip() or None
+        source = "DLBOOK_DEVICE"
     if choice is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(choice, (str, torch.device)):
+        raise TypeError(
+            f"device must be a device name such as 'cpu' or 'cuda:0', got "
+            f"{type(choice).__name__}"
+        )
+    expected = "expected 'cpu', 'cuda', 'cuda:N', 'mps' or 'xpu'"
     try:
-        dev = torch.device(choice)
+        dev = torch.device(
+            choice.strip() if isinstance(choice, str) else choice
+        )
     except RuntimeError as err:
         raise ValueError(
-            f"device {choice!r} is not a device name; expected 'cpu', 'cuda' or 'cuda:N'"
+            f"{source}={choice!r} is not a device name; {expected}"
         ) from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
+    if dev.type not in DEVICE_TYPES:
+        raise ValueError(
+            f"{source}={choice!r} is not a device to compute on; {expected}"
+        )
+    ok, count = _available(dev.type)
+    if not ok:
         raise RuntimeError(
-            f"device {choice!r} was requested but CUDA is not available on this machine"
+            f"{source}={choice!r} was requested but {_NAMES[dev.type]} is "
+            "not available on this machine"
+        )
+    if dev.index is not None and dev.index >= count:
+        raise RuntimeError(
+            f"{source}={choice!r} was requested but this machine has "
+            f"{count} {dev.type.upper()} device(s), numbered from 0"
         )
     return dev
 
@@ -174,9 +342,11 @@ def seed_everything(
     if (
         not isinstance(seed, (int, np.integer))
         or isinstance(seed, bool)
-        or seed < 0
+        or not 0 <= seed < 2**64  # torch.manual_seed takes 64 bits
     ):
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise ValueError(
+            f"seed must be a non-negative integer below 2**64, got {seed!r}"
+        )
     seed = int(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -196,9 +366,8 @@ def seed_everything(
     if tensorflow or (tensorflow is None and "tensorflow" in sys.modules):
         import tensorflow as tf
 
-        tf.keras.utils.set_random_seed(
-            seed
-        )  # seeds Python, NumPy and TF in one call
+        # Seeds Python, NumPy and TF in one call; NumPy's legacy seed is 32-bit.
+        tf.keras.utils.set_random_seed(seed % 2**32)
         if deterministic:
             tf.config.experimental.enable_op_determinism()
 
@@ -216,19 +385,29 @@ def interactive() -> bool:
     return sys.stderr.isatty()
 
 
-def describe() -> dict[str, str]:
-    """Where the code is running: profile, device, library versions. Shown on the status page."""
+def describe_device() -> str:
+    """The device :func:`device` picks, with its name: ``"cpu (x86_64)"``, ``"cuda (NVIDIA ...)"``."""
     dev = device()
     name = (
         torch.cuda.get_device_name(dev)
         if dev.type == "cuda"
         else (platform.processor() or platform.machine())
     )
+    return f"{dev.type} ({name})"
+
+
+def describe() -> dict[str, str]:
+    """Where the code is running: profile, device, library versions. Shown on the status page."""
     return {
         "profile": profile(),
-        "device": f"{dev.type} ({name})",
-        "cpu cores": str(os.cpu_count()),
+        "device": describe_device(),
+        "cpu cores": str(cores()),
+        "chapters at once (DLBOOK_JOBS)": str(jobs()),
+        "threads per kernel (DLBOOK_THREADS)": str(threads()),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
     }
+
+
+apply_threads()

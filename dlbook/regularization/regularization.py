@@ -27,13 +27,59 @@ import copy
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlbook.checks import (
+    check_int,
+    check_labels,
+    check_number,
+    check_probability,
+    check_tensor,
+)
 from dlbook.train import History
 
 # --- k-nearest neighbours ---------------------------------------------------------------------
+
+
+def _check_knn(x_train, y_train, x_query, k, regression, chunk):
+    """The list of ``k`` values and whether one was given; clear errors otherwise."""
+    check_tensor("x_train", x_train, floating=True, finite=True, nonempty=True)
+    check_tensor("x_query", x_query, floating=True, finite=True)
+    check_tensor("y_train", y_train, ndim=1)
+    check_int("chunk", chunk, low=1)
+    x_train, x_query = x_train.flatten(1), x_query.flatten(1)
+    n = len(x_train)
+    single = isinstance(k, (int, np.integer)) or (
+        isinstance(k, torch.Tensor) and k.ndim == 0
+    )
+    ks = [k] if single else list(k)
+    if not ks or not all(
+        isinstance(j, (int, np.integer, torch.Tensor))
+        and not isinstance(j, bool)
+        and 1 <= int(j) <= n
+        for j in ks
+    ):
+        raise ValueError(
+            f"k must be an integer (or a list of them) between 1 and the {n} training points, got {k!r}"
+        )
+    ks = [check_int("k", j) for j in ks]
+    if len(y_train) != n:
+        raise ValueError(
+            f"y_train has {len(y_train)} targets for {n} training points"
+        )
+    if regression:
+        check_tensor("y_train", y_train, finite=True)
+    else:
+        # Any number of classes, but integer labels >= 0 (-1 is no class).
+        check_labels("y_train", y_train, int(y_train.max()) + 1)
+    if x_query.shape[1] != x_train.shape[1]:
+        raise ValueError(
+            f"x_query has {x_query.shape[1]} features, x_train has {x_train.shape[1]}"
+        )
+    return ks, single
 
 
 def knn_predict(
@@ -45,50 +91,37 @@ def knn_predict(
     regression: bool = False,
     chunk: int = 1024,
 ) -> torch.Tensor:
-    """Predict with the ``k`` nearest training points in Euclidean distance.
+    """Predict with the k nearest training points in Euclidean distance.
 
-    .. math:: \\hat f(x) = \\frac{1}{k} \\sum_{x_i \\in N_k(x)} y_i
-
-    for regression; for classification the most frequent label among the ``k`` neighbours
-    (ties go to the smallest label, as in scikit-learn).
+    For regression the prediction is the neighbours' mean target,
+    f̂(x) = (1/k) Σ y_i over the k nearest x_i; for classification it is the
+    most frequent label among them (ties go to the smallest label, as in
+    scikit-learn).
 
     Args:
-        x_train: training inputs, flattened to ``(N, D)``.
-        y_train: targets ``(N,)``: class indices, or real values if ``regression``.
-        x_query: inputs to predict, flattened to ``(M, D)``.
-        k: number of neighbours, ``1 <= k <= N``; or a list of them, all predicted from one
-            distance computation.
+        x_train: training inputs, flattened to (N, D).
+        y_train: targets (N,): class indices, or real values if `regression`.
+        x_query: inputs to predict, flattened to (M, D).
+        k: number of neighbours, 1 <= k <= N; or a list of them, all
+            predicted from one distance computation.
         regression: average the neighbours' targets instead of voting.
-        chunk: queries per block, to bound the ``(chunk, N)`` distance matrix in memory.
+        chunk: queries per block, to bound the (chunk, N) distance matrix.
 
     Shapes:
-        output: (M,) for one ``k``, (len(k), M) for a list; the dtype of ``y_train`` for
-        classification, floating for regression.
+        output: (M,) for one k, (len(k), M) for a list; the dtype of y_train
+        for classification, floating point for regression.
     """
+    ks, single = _check_knn(x_train, y_train, x_query, k, regression, chunk)
     x_train, x_query = x_train.flatten(1), x_query.flatten(1)
-    n = len(x_train)
-    ks = [k] if isinstance(k, int) else list(k)
-    if not ks or not all(isinstance(j, int) and 1 <= j <= n for j in ks):
-        raise ValueError(
-            f"k must be an integer (or a list of them) between 1 and the {n} training points, got {k!r}"
-        )
-    if len(y_train) != n:
-        raise ValueError(
-            f"y_train has {len(y_train)} targets for {n} training points"
-        )
-    if x_query.shape[1] != x_train.shape[1]:
-        raise ValueError(
-            f"x_query has {x_query.shape[1]} features, x_train has {x_train.shape[1]}"
-        )
     sq_train = (x_train**2).sum(1)
     n_classes = None if regression else int(y_train.max()) + 1
     out = []
     for q in x_query.split(chunk):
-        # ||q - x||^2 = ||q||^2 - 2 q.x + ||x||^2; ||q||^2 does not change the order, so it is left out.
+        # ‖q - x‖² = ‖q‖² - 2 q·x + ‖x‖²; ‖q‖² does not change the order,
+        # so it is left out.
         d2 = sq_train[None] - 2 * q @ x_train.T  # (chunk, N)
-        idx = d2.topk(
-            max(ks), dim=1, largest=False, sorted=True
-        ).indices  # (chunk, max k), nearest first
+        # (chunk, max k): the indices of the nearest, nearest first
+        idx = d2.topk(max(ks), dim=1, largest=False, sorted=True).indices
         neighbours = y_train[idx]
         if regression:
             values = (
@@ -98,14 +131,12 @@ def knn_predict(
             )
             out.append(torch.stack([values[:, :j].mean(1) for j in ks]))
         else:
-            votes = F.one_hot(neighbours, n_classes).cumsum(
-                1
-            )  # (chunk, max k, classes): votes of the first j
-            out.append(
-                torch.stack([votes[:, j - 1].argmax(1) for j in ks])
-            )  # first maximum: smallest label
+            # (chunk, max k, classes): the votes of the first j neighbours
+            votes = F.one_hot(neighbours, n_classes).cumsum(1)
+            # argmax returns the first maximum: ties go to the smallest label
+            out.append(torch.stack([votes[:, j - 1].argmax(1) for j in ks]))
     preds = torch.cat(out, dim=1)  # (len(ks), M)
-    return preds[0] if isinstance(k, int) else preds
+    return preds[0] if single else preds
 
 
 @dataclass
@@ -156,8 +187,8 @@ def bias_variance(
         raise ValueError(
             f"repeats must be at least 2 to estimate a variance, got {repeats}"
         )
-    if noise_std < 0:
-        raise ValueError(f"noise_std must be non-negative, got {noise_std}")
+    check_int("repeats", repeats)
+    check_number("noise_std", noise_std, low=0)
     preds = []
     for _ in range(repeats):
         y = f_train + noise_std * torch.randn(
@@ -186,13 +217,13 @@ def weight_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 @dataclass
 class Penalty:
-    """The elastic-net penalty on a model's weights (biases are not penalized).
+    """The elastic-net penalty on a model's weights (biases are not penalized):
 
-    .. math:: \\Omega(w) = \\lambda_1 \\lVert w \\rVert_1 + \\frac{\\lambda_2}{2} \\lVert w \\rVert_2^2
+        Ω(w) = λ₁ ‖w‖₁ + (λ₂/2) ‖w‖₂².
 
-    Its gradient :math:`\\lambda_1 \\operatorname{sign}(w) + \\lambda_2 w` is, for the L2 part,
-    exactly what ``torch.optim.SGD(weight_decay=l2)`` adds to every gradient. Call it on a
-    model to get the scalar to add to the loss: ``fit(..., penalty=Penalty(l2=1e-4))``.
+    Its gradient λ₁ sign(w) + λ₂ w is, for the L2 part, exactly what
+    torch.optim.SGD(weight_decay=l2) adds to every gradient. Call it on a model
+    to get the scalar to add to the loss: fit(..., penalty=Penalty(l2=1e-4)).
     """
 
     l1: float = 0.0  # lambda_1, the weight of the L1 norm
@@ -200,11 +231,7 @@ class Penalty:
 
     def __post_init__(self):
         for name in ("l1", "l2"):
-            value = getattr(self, name)
-            if not value >= 0:
-                raise ValueError(
-                    f"{name} must be a non-negative number, got {value!r}"
-                )
+            check_number(name, getattr(self, name), low=0)
 
     def __call__(self, model: nn.Module) -> torch.Tensor:
         weights = weight_parameters(model)
@@ -227,7 +254,9 @@ def soft_threshold(w: torch.Tensor, t: float) -> torch.Tensor:
     .. math:: \\operatorname{prox}_{t\\lVert\\cdot\\rVert_1}(w)_i = \\operatorname{sign}(w_i)\\max(|w_i| - t, 0)
 
     Entries smaller than ``t`` in magnitude become exactly zero: the source of L1's sparsity.
+    ``t`` must be non-negative: a negative threshold would grow the weights.
     """
+    check_number("t", t, low=0)
     return w.sign() * (w.abs() - t).clamp(min=0)
 
 
@@ -265,9 +294,18 @@ def l1_logistic_regression(
         lam: :math:`\\lambda > 0`.
         steps: FISTA iterations.
     """
+    check_tensor("x", x, floating=True, finite=True, nonempty=True)
+    check_tensor("y", y, ndim=1)
     x = x.flatten(1)
+    if len(y) != len(x):
+        raise ValueError(
+            f"x and y must have the same length, but x has {len(x)}, y has "
+            f"{len(y)}"
+        )
     if not lam > 0:
         raise ValueError(f"lam must be positive, got {lam!r}")
+    check_number("lam", lam, low=0, low_open=True)
+    check_int("steps", steps, low=1)
     if not set(torch.unique(y).tolist()) <= {0, 1}:
         raise ValueError(
             f"y must hold labels 0 and 1, got values {torch.unique(y).tolist()}"
@@ -307,15 +345,15 @@ def dropout(
     training: bool = True,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Inverted dropout: zero each entry with probability ``p``, scale the survivors by ``1/(1-p)``.
+    """Inverted dropout: zero each entry with probability p, scale the rest.
 
-    .. math:: y = \\frac{m \\odot x}{1 - p}, \\qquad m_i \\sim \\operatorname{Bernoulli}(1 - p)
-              \\text{ independently}, \\qquad \\mathbb E[y] = x.
+        y = m ⊙ x / (1 - p),  m_i ~ Bernoulli(1 - p) independently,  E[y] = x.
 
-    At evaluation (``training=False``) it is the identity: the scaling during training already
-    made the expected activation equal to the un-dropped one, so nothing changes at test time.
-    The mask is drawn like PyTorch's CPU kernel does (``bernoulli_(1 - p)``, then ``x * (m / (1 - p))``),
-    so the same generator state gives the same output as ``F.dropout`` bit for bit.
+    At evaluation (training=False) it is the identity: the scaling during
+    training already made the expected activation equal to the un-dropped
+    one, so nothing changes at test time. The mask is drawn as PyTorch's CPU
+    kernel draws it (bernoulli_(1 - p), then x * (m / (1 - p))), so the same
+    generator state gives the same output as F.dropout, bit for bit.
     """
     if not 0.0 <= p <= 1.0:
         raise ValueError(
@@ -400,6 +438,7 @@ class EarlyStopping:
             raise ValueError(
                 f"min_delta must be non-negative, got {min_delta!r}"
             )
+        check_number("min_delta", min_delta, low=0)
         self.monitor, self.patience, self.min_delta, self.mode = (
             monitor,
             patience,
@@ -428,7 +467,7 @@ class EarlyStopping:
         return out
 
     def should_stop(self, values: Sequence[float]) -> bool:
-        """The stopping rule applied after the last of ``values``."""
+        """The stopping rule applied after the last of `values`."""
         improved = self.improvements(values)
         e = len(values) - 1
         if e <= 0 or improved[-1]:
@@ -489,6 +528,11 @@ class MLP(nn.Module):
             raise ValueError(
                 f"hidden widths must be positive, got {cfg.hidden}"
             )
+        check_int("in_features", cfg.in_features, low=1)
+        check_int("out_features", cfg.out_features, low=1)
+        for i, h in enumerate(cfg.hidden):
+            check_int(f"hidden[{i}]", h, low=1)
+        check_probability("input_dropout", cfg.input_dropout)
         self.cfg = cfg
         layers: list[nn.Module] = [nn.Flatten()]
         if cfg.input_dropout:
@@ -530,6 +574,10 @@ def weight_stats(
     """:class:`WeightStats` of one tensor or of several, pooled."""
     if isinstance(weights, torch.Tensor):
         weights = [weights]
+    weights = list(weights)
+    if not weights:
+        raise ValueError("weights must hold at least one tensor, got none")
+    check_number("tol", tol, low=0)
     w = torch.cat([t.detach().flatten().double().cpu() for t in weights])
     if w.numel() < 2:
         raise ValueError(f"need at least 2 weights, got {w.numel()}")

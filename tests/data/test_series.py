@@ -44,3 +44,12 @@ def test_an_altered_file_is_refused(monkeypatch):
     monkeypatch.setattr(series, "UKGAS", replace(series.UKGAS, package_files=(bad,)))
     with pytest.raises(registry.DatasetUnavailable, match="does not match its checksum.*altered"):
         load_ukgas()
+
+
+def test_analogies_have_14_sections():
+    from dlbook.data import load_analogies
+
+    df = load_analogies()
+    assert len(df) == 19544 and df["section"].nunique() == 14
+    assert tuple(df.iloc[0]) == ("capital-common-countries", "athens", "greece", "baghdad", "iraq")
+    assert df["section"].str.startswith("gram").sum() == 10675  # syntactic questions (Mikolov et al. 2013)

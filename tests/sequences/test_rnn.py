@@ -213,3 +213,16 @@ def test_a_tagger_learns_to_echo_the_previous_token():
     with torch.no_grad():
         acc = sequence_accuracy(model(x), y).item()
     assert acc > 0.95
+
+
+def test_fit_clips_and_records_the_gradient_norm():
+    seed_everything(0)
+    model = nn.Linear(3, 1)
+    data = [(torch.randn(8, 3) * 100, torch.randn(8, 1))]
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    hist = fit(model, data, opt, epochs=1, loss_fn=nn.functional.mse_loss, metrics={}, clip_grad_norm=1.0,
+               progress=False)
+    assert hist.last()["train_grad_norm"] > 1.0  # recorded before clipping
+    assert torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in model.parameters()])) <= 1.0 + 1e-5
+    with pytest.raises(ValueError, match="clip_grad_norm"):
+        fit(model, data, opt, epochs=1, loss_fn=nn.functional.mse_loss, metrics={}, clip_grad_norm=0.0)
