@@ -108,7 +108,7 @@ def test_gated_cells_learn_the_copy_task(cell):
     if cell == "lstm":
         set_forget_bias(model, 1.0)
     task = lambda n, length, seed: copy_task(n, delay=length, seed=seed)  # noqa: E731
-    batches = LengthCurriculum(task, 2, 10, batch_size=32, steps=400, seed=1)
+    batches = LengthCurriculum(task, 2, 10, batch_size=32, steps=300, seed=1)
     fit(model, batches, torch.optim.Adam(model.parameters(), 1e-2), epochs=1,
         loss_fn=sequence_cross_entropy, metrics={}, clip_grad_norm=1.0, progress=False)
     x, y = copy_task(500, delay=10, seed=999)
