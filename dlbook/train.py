@@ -824,6 +824,7 @@ def load_latest(
     settings: Mapping[str, Any] | None = None,
     epochs: int | None = None,
     allow_changed_settings: bool = False,
+    restore_rng: bool = True,
 ) -> dict[str, Any] | None:
     """Resume from the first usable checkpoint of ``paths`` (newest first); ``None`` if none exist.
 
@@ -831,6 +832,7 @@ def load_latest(
     used instead. The saved run settings are compared with ``settings`` (see :func:`fit`):
     a difference, or a checkpoint already past ``epochs``, is refused unless
     ``allow_changed_settings``, in which case it is only warned about.
+    ``restore_rng=False`` leaves the random-number generators as they are.
     """
     skipped: list[str] = []
     for path in map(Path, paths):
@@ -871,7 +873,9 @@ def load_latest(
                 f"{', '.join(skipped)} could not be used",
                 stacklevel=3,
             )
-        return _apply(path, state, model, optimizer, scheduler, loader, True)
+        return _apply(
+            path, state, model, optimizer, scheduler, loader, restore_rng
+        )
     if skipped:
         raise CheckpointError(
             "no usable checkpoint to resume from: " + "; ".join(skipped)

@@ -448,7 +448,7 @@ class MLP:
             for s in sizes
         ):
             raise ValueError(
-                "sizes must list at least two positive widths (input, ..., "
+                "sizes must list at least two positive integer widths (input, ..., "
                 f"output), got {tuple(sizes)}"
             )
         if activation not in _ACTIVATIONS:

@@ -372,7 +372,10 @@ class OneCycle(Schedule):
         phases = self._phases()
         for i, (end, _, _) in enumerate(phases):
             if t <= end or i == len(phases) - 1:
-                return i, (t - start) / (end - start)
+                # t = total_steps is the scheduler's step after the last
+                # optimizer step: the rate stays at its final value there
+                # (torch extrapolates, linearly below zero; never used).
+                return i, min(1.0, (t - start) / (end - start))
             start = end
         raise AssertionError("unreachable")
 

@@ -64,7 +64,7 @@ def test_improved_keeps_existing_self_loops_and_weights():
     (lambda: TrainConfig(epochs=0), ValueError, "epochs must be an integer >= 1"),
     (lambda: TrainConfig(patience=0), ValueError, "patience must be an integer >= 1"),
     (lambda: TrainConfig(lr=float("nan")), ValueError, "lr must be a finite number >= 0"),
-    (lambda: TrainConfig(stopping="bogus"), ValueError, "stopping must be one of 'window', 'patience', 'none'"),
+    (lambda: TrainConfig(stopping="bogus"), ValueError, "stopping must be one of 'window', 'patience', 'accuracy', 'none'"),
     (lambda: PatienceStop(0), ValueError, "patience must be an integer >= 1"),
 ])
 def test_bad_input_is_a_clear_error(call, exc, match):
