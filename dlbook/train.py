@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlbook.checks import check_tensor
+from dlbook.checks import check_number, check_tensor
 from dlbook.config import interactive
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -190,6 +190,7 @@ def fit(
     penalty: Callable[[nn.Module], torch.Tensor] | None = None,
     callbacks: Sequence[Callable[[nn.Module, History], bool | None]] = (),
     progress: bool | None = None,
+    clip_grad_norm: float | None = None,
     settings: Mapping[str, Any] | None = None,
     allow_changed_settings: bool = False,
 ) -> History:
@@ -214,6 +215,10 @@ def fit(
         callbacks: each is called as ``callback(model, history)`` after every epoch (after the
             checkpoint is written); training stops when one returns ``True``.
         progress: show a progress bar; default: only when a person is watching.
+        clip_grad_norm: if given, rescale the gradients before each step so that
+            their joint norm is at most this (``torch.nn.utils.clip_grad_norm_``),
+            and record the mean norm before clipping as ``train_grad_norm``;
+            ``math.inf`` records the norm without clipping.
         settings: the run's own settings (plain values, e.g. ``asdict(config)``),
             saved in the checkpoint beside the optimizer's and scheduler's.
         allow_changed_settings: resume even if the checkpoint was saved with other
@@ -231,6 +236,14 @@ def fit(
     ):
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     epochs = int(epochs)
+    if clip_grad_norm is not None:
+        check_number(
+            "clip_grad_norm",
+            clip_grad_norm,
+            low=0,
+            low_open=True,
+            finite=False,
+        )
     if scheduler_step not in ("epoch", "batch"):
         raise ValueError(
             f"scheduler_step must be 'epoch' or 'batch', got {scheduler_step!r}"
@@ -310,6 +323,13 @@ def fit(
             extra = penalty(model) if penalty is not None else None
             optimizer.zero_grad(set_to_none=True)
             (loss if extra is None else loss + extra).backward()
+            if clip_grad_norm is not None:
+                norm = nn.utils.clip_grad_norm_(
+                    model.parameters(), clip_grad_norm
+                )
+                totals["grad_norm"] = totals.get("grad_norm", 0.0) + float(
+                    norm
+                ) * len(y)
             optimizer.step()
             if scheduler is not None and scheduler_step == "batch":
                 scheduler.step()
