@@ -13,6 +13,12 @@ reader always sees which profile produced the page::
     cfg.epochs
 
 Used by every chapter of the book.
+
+The book is executed several chapters at a time (:mod:`dlbook.bookexec`): ``DLBOOK_JOBS``
+chapters at once, each kernel with ``DLBOOK_THREADS`` threads, so that the kernels do not
+fight over the same cores. :func:`jobs` and :func:`threads` read and check both; when
+``DLBOOK_THREADS`` is set, importing this module applies it (:func:`apply_threads`) to
+PyTorch, to the BLAS and OpenMP libraries, and to TensorFlow.
 """
 
 from __future__ import annotations
@@ -27,8 +33,124 @@ from typing import Any
 import numpy as np
 import torch
 
+from dlbook.checks import check_int
+
 PROFILES = ("quick", "full")
 """The valid values of ``DLBOOK_PROFILE``; the first is the default."""
+
+GIB = 2**30
+JOB_MEMORY = 2 * GIB
+"""Memory set aside for each chapter executed at once: the quick profile's budget."""
+
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+)
+"""What OpenMP, MKL, OpenBLAS and TensorFlow read for their thread counts at start-up."""
+
+
+def _positive_int_from_env(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(
+            f"{name} must be a positive integer, got {value!r}"
+        )
+    return number
+
+
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def jobs() -> int:
+    """How many chapters the book build executes at once: ``DLBOOK_JOBS``.
+
+    The default is one per core, but at most one per 2 GiB of memory (the quick
+    profile's memory budget of a chapter), and at least one.
+
+    Raises:
+        ValueError: if ``DLBOOK_JOBS`` is set to anything but a positive integer.
+    """
+    chosen = _positive_int_from_env("DLBOOK_JOBS")
+    if chosen is not None:
+        return chosen
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        memory = None
+    n = cores()
+    if memory:
+        n = min(n, memory // JOB_MEMORY)
+    return max(1, n)
+
+
+def threads(n_jobs: int | None = None) -> int:
+    """Threads for each kernel: ``DLBOOK_THREADS``, by default cores / jobs (at least 1).
+
+    Args:
+        n_jobs: the number of kernels sharing the cores; ``None`` reads :func:`jobs`.
+
+    Raises:
+        ValueError: if ``DLBOOK_THREADS`` is set to anything but a positive integer,
+            or ``n_jobs`` is not a positive integer.
+    """
+    chosen = _positive_int_from_env("DLBOOK_THREADS")
+    if chosen is not None:
+        return chosen
+    n_jobs = jobs() if n_jobs is None else check_int("n_jobs", n_jobs, low=1)
+    return max(1, cores() // n_jobs)
+
+
+def thread_environment(n_threads: int) -> dict[str, str]:
+    """The environment variables that give a new process ``n_threads`` threads."""
+    value = str(check_int("n_threads", n_threads, low=1))
+    return {"DLBOOK_THREADS": value, **dict.fromkeys(THREAD_VARIABLES, value)}
+
+
+def apply_threads() -> int | None:
+    """Apply ``DLBOOK_THREADS`` to this process; return it, or ``None`` when it is unset.
+
+    Sets PyTorch's intra-op threads, limits the BLAS and OpenMP libraries already loaded
+    (through threadpoolctl, when it is installed), exports the variables of
+    :data:`THREAD_VARIABLES` for libraries loaded later and for child processes, and sets
+    TensorFlow's intra- and inter-op threads if TensorFlow is imported and has not
+    started yet (otherwise it read ``TF_NUM_INTRAOP_THREADS`` when it started).
+    """
+    n = _positive_int_from_env("DLBOOK_THREADS")
+    if n is None:
+        return None
+    for name, value in thread_environment(n).items():
+        if name != "DLBOOK_THREADS":
+            os.environ[name] = value
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # the environment variables cover libraries loaded from now on
+        pass
+    else:
+        threadpool_limits(limits=n)
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and hasattr(tf, "config"):
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+            tf.config.threading.set_inter_op_parallelism_threads(n)
+        except RuntimeError:  # TensorFlow already started, with its own setting
+            pass
+    return n
 
 
 def profile() -> str:
@@ -216,19 +338,29 @@ def interactive() -> bool:
     return sys.stderr.isatty()
 
 
-def describe() -> dict[str, str]:
-    """Where the code is running: profile, device, library versions. Shown on the status page."""
+def describe_device() -> str:
+    """The device :func:`device` picks, with its name: ``"cpu (x86_64)"``, ``"cuda (NVIDIA ...)"``."""
     dev = device()
     name = (
         torch.cuda.get_device_name(dev)
         if dev.type == "cuda"
         else (platform.processor() or platform.machine())
     )
+    return f"{dev.type} ({name})"
+
+
+def describe() -> dict[str, str]:
+    """Where the code is running: profile, device, library versions. Shown on the status page."""
     return {
         "profile": profile(),
-        "device": f"{dev.type} ({name})",
-        "cpu cores": str(os.cpu_count()),
+        "device": describe_device(),
+        "cpu cores": str(cores()),
+        "chapters at once (DLBOOK_JOBS)": str(jobs()),
+        "threads per kernel (DLBOOK_THREADS)": str(threads()),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
     }
+
+
+apply_threads()

@@ -206,3 +206,25 @@ def overlay(
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     colour = plt.get_cmap(cmap)(np.clip(heat, 0.0, 1.0))[..., :3]
     return (1 - alpha) * image + alpha * colour
+
+
+_SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def sci(x: float, digits: int = 1) -> str:
+    """``x`` in scientific notation for prose: ``sci(1.63e8)`` is "1.6 × 10⁸".
+
+    Python's ``f"{x:.1e}"`` gives "1.6e+08", which reads as code, not as a
+    number, in a sentence. Zero is "0"; a negative number gets a real minus
+    sign; ``digits`` is the number of digits after the decimal point.
+    """
+    from dlbook.checks import check_int, check_number
+
+    check_number("x", x)
+    check_int("digits", digits, low=0)
+    if x == 0:
+        return "0"
+    mantissa, exponent = f"{abs(float(x)):.{digits}e}".split("e")
+    sign = "\u2212" if x < 0 else ""
+    power = str(int(exponent)).translate(_SUPERSCRIPTS)
+    return f"{sign}{mantissa} \u00d7 10{power}"

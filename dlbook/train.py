@@ -285,9 +285,10 @@ def fit(
 def rng_state(loader: Any = None) -> dict[str, Any]:
     """The state of every random-number generator a training run draws from.
 
-    Python's ``random``, NumPy's global generator, PyTorch's CPU and CUDA generators, and
-    the loader's own ``generator`` if it has one (it decides the shuffling order).
-    NumPy's state is stored as tensors so that the checkpoint loads with ``weights_only=True``.
+    Python's `random`, NumPy's global generator, PyTorch's CPU and CUDA
+    generators, and the loader's own `generator` if it has one (it decides
+    the shuffling order). NumPy's state is stored as tensors, so that the
+    checkpoint loads with weights_only=True.
     """
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {
@@ -333,14 +334,15 @@ def set_rng_state(state: Mapping[str, Any], loader: Any = None) -> None:
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to ``path`` so that a crash mid-save never leaves a broken file there.
+    """torch.save to `path` so that a crash mid-save never leaves a broken file.
 
-    The object is written to a temporary file in the same folder, flushed to disk, and
-    renamed over ``path`` (``os.replace`` is atomic on one file system): ``path`` holds
-    either the old checkpoint or the new one, never half of one. The folder is flushed too,
-    so that the rename itself survives a power cut (POSIX; a no-op where folders cannot be
-    opened). A process killed outright (SIGKILL) cannot remove its temporary file: such
-    leftovers are named ``.<name>.<random>.tmp`` and are safe to delete.
+    The object is written to a temporary file in the same folder, flushed to
+    disk, and renamed over `path` (os.replace is atomic on one file system):
+    `path` holds either the old checkpoint or the new one, never half of one.
+    The folder is flushed too, so that the rename itself survives a power cut
+    (POSIX; a no-op where folders cannot be opened). A process killed outright
+    (SIGKILL) cannot remove its temporary file: such leftovers are named
+    .<name>.<random>.tmp and are safe to delete.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -383,9 +385,10 @@ def save_checkpoint(
     loader: Any = None,
     **extra: Any,
 ) -> Path:
-    """Save everything needed to resume training exactly, atomically (see :func:`atomic_save`).
+    """Save everything needed to resume training exactly, atomically.
 
-    ``extra`` holds plain values (epoch, history, metrics) stored beside the states.
+    The write goes through atomic_save. `extra` holds plain values (epoch,
+    history, metrics) stored beside the states.
     """
     state = {
         "model": model.state_dict(),

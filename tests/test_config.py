@@ -1,3 +1,9 @@
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -112,3 +118,60 @@ def test_describe_names_profile_and_device(monkeypatch):
     monkeypatch.setenv("DLBOOK_PROFILE", "quick")
     info = config.describe()
     assert info["profile"] == "quick" and info["device"].startswith(("cpu", "cuda"))
+
+
+def test_jobs_reads_dlbook_jobs_and_defaults_to_cores_and_memory(monkeypatch):
+    monkeypatch.setenv("DLBOOK_JOBS", "3")
+    assert config.jobs() == 3
+    monkeypatch.delenv("DLBOOK_JOBS")
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert config.jobs() == max(1, min(config.cores(), memory // config.JOB_MEMORY))
+
+
+@pytest.mark.parametrize("name", ["DLBOOK_JOBS", "DLBOOK_THREADS"])
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_jobs_and_threads_reject_anything_but_a_positive_integer(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=rf"{name} must be a positive integer, got '{re.escape(value)}'"):
+        config.threads(config.jobs())
+
+
+def test_threads_share_the_cores_between_jobs(monkeypatch):
+    monkeypatch.delenv("DLBOOK_THREADS", raising=False)
+    assert config.threads(1) == config.cores()
+    assert config.threads(config.cores() * 4) == 1
+    monkeypatch.setenv("DLBOOK_THREADS", "3")
+    assert config.threads(1) == 3
+    with pytest.raises(ValueError, match="n_jobs must be an integer >= 1, got 0"):
+        monkeypatch.delenv("DLBOOK_THREADS")
+        config.threads(0)
+
+
+def test_thread_environment_names_every_library():
+    env = config.thread_environment(2)
+    assert env == {"DLBOOK_THREADS": "2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2",
+                   "OPENBLAS_NUM_THREADS": "2", "TF_NUM_INTRAOP_THREADS": "2", "TF_NUM_INTEROP_THREADS": "2"}
+    with pytest.raises(TypeError, match="n_threads must be an integer"):
+        config.thread_environment(1.0)
+
+
+def test_importing_config_applies_dlbook_threads():
+    """In a fresh process: torch, the environment for BLAS/OpenMP/TensorFlow, and the BLAS loaded."""
+    code = (
+        "import os, torch, threadpoolctl\n"
+        "from dlbook import config\n"
+        "blas = {i['internal_api']: i['num_threads'] for i in threadpoolctl.threadpool_info()}\n"
+        "print(torch.get_num_threads(), os.environ['OMP_NUM_THREADS'], os.environ['TF_NUM_INTRAOP_THREADS'], sorted(set(blas.values())))\n"
+    )
+    env = {**os.environ, "DLBOOK_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("OMP_NUM_THREADS", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "1", "1", "[1]"]
+
+
+def test_describe_names_jobs_and_threads(monkeypatch):
+    monkeypatch.setenv("DLBOOK_JOBS", "2")
+    monkeypatch.setenv("DLBOOK_THREADS", "1")
+    info = config.describe()
+    assert info["chapters at once (DLBOOK_JOBS)"] == "2" and info["threads per kernel (DLBOOK_THREADS)"] == "1"

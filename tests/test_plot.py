@@ -52,3 +52,17 @@ def test_overlay_blends_in_unit_range():
         plot.overlay(image, np.zeros((4, 4)))
     with pytest.raises(ValueError, match="alpha"):
         plot.overlay(image, heat, alpha=2)
+
+
+def test_sci_writes_numbers_for_prose():
+    from dlbook.plot import sci
+
+    assert sci(1.63e8) == "1.6 × 10⁸"
+    assert sci(2.4e-28, 0) == "2 × 10⁻²⁸"
+    assert sci(9.96e-5) == "1.0 × 10⁻⁴"  # the mantissa never reads 10.0
+    assert sci(-3.2e4) == "\u22123.2 × 10⁴"
+    assert sci(0.0) == "0"
+    with pytest.raises(ValueError, match="x"):
+        sci(float("nan"))
+    with pytest.raises(ValueError, match="digits"):
+        sci(1.0, -1)

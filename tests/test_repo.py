@@ -34,3 +34,14 @@ def test_both_readme_commands_install_the_no_deps_packages():
     commands = _readme_commands()
     for cmd in (next(c for c in commands if "jupyter-book build" in c), next(c for c in commands if c.endswith("pytest"))):
         assert "--no-deps -r requirements-nodeps.txt" in cmd, cmd
+
+
+def test_readme_lists_every_dataset_and_model_as_the_registry_does():
+    import sys
+
+    sys.path.insert(0, str(REPO / "tools"))
+    from datasets_table import table
+
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- datasets:start -->\n", 1)[1].split("\n<!-- datasets:end -->", 1)[0]
+    assert block == table(), "README's dataset table is stale: python tools/datasets_table.py"

@@ -3,6 +3,7 @@
 See :mod:`dlbook.data.registry` for the cache (``DLBOOK_DATA``), checksums and offline errors.
 """
 
+from dlbook.data.cifar import CIFAR10_CLASSES, load_cifar10
 from dlbook.data.graphs import load_planetoid, load_ppi, read_ppi
 from dlbook.data.images import PHOTOS, load_clothing, load_photo
 from dlbook.data.mnist import (
@@ -20,9 +21,24 @@ from dlbook.data.registry import (
     data_home,
     fetch,
     get,
+    package_files,
     usage,
 )
-from dlbook.data.text import load_tiny_shakespeare
+from dlbook.data.omniglot import (
+    OmniglotImages,
+    OneShotRun,
+    load_omniglot,
+    load_omniglot_runs,
+)
+from dlbook.data.series import load_ukgas, load_vic_elec
+from dlbook.data.text import (
+    SpamCorpus,
+    load_analogies,
+    load_sotu,
+    load_spam_assassin,
+    load_tiny_shakespeare,
+    tokenize,
+)
 
 __all__ = [
     "PHOTOS",
@@ -34,8 +50,11 @@ __all__ = [
     "fetch",
     "catalogue",
     "get",
+    "package_files",
     "usage",
     "load_clothing",
+    "load_cifar10",
+    "CIFAR10_CLASSES",
     "load_mnist",
     "load_fashion_mnist",
     "FASHION_CLASSES",
@@ -43,6 +62,17 @@ __all__ = [
     "load_planetoid",
     "load_ppi",
     "load_tiny_shakespeare",
+    "load_spam_assassin",
+    "load_sotu",
+    "load_analogies",
+    "tokenize",
+    "SpamCorpus",
+    "load_omniglot",
+    "load_omniglot_runs",
+    "OmniglotImages",
+    "OneShotRun",
+    "load_ukgas",
+    "load_vic_elec",
     "read_idx",
     "read_ppi",
 ]

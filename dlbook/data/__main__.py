@@ -1,8 +1,15 @@
-"""``python -m dlbook.data``: list the registry, or download (and verify) its datasets.
+"""``python -m dlbook.data``: list the registry with the true state of each entry, or fetch.
 
-    python -m dlbook.data                 # what is registered, and what is in the cache
-    python -m dlbook.data --fetch         # download every dataset that has files
+    python -m dlbook.data                 # every entry and its state in this cache
+    python -m dlbook.data --fetch         # download (and verify) every dataset with files
     python -m dlbook.data --fetch cora    # only these
+
+States: ``present`` (every file verified), ``missing`` (no file of it here), ``corrupt``
+(files here that do not verify: they are fetched again), ``unreadable`` (the cache cannot
+be read); for data and weights inside a package: ``installed`` (the pinned version, every
+file verified), ``not installed``, ``wrong version`` or ``altered``, with the ``pip``
+line that fixes it. The exit status is 0 when every entry the active profile uses
+(``DLBOOK_PROFILE``) is usable, 1 otherwise.
 
 The weekly workflow runs ``--fetch`` into an empty cache to catch dead links and changed files.
 """
@@ -10,30 +17,79 @@ The weekly workflow runs ``--fetch`` into an empty cache to catch dead links and
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 
 from dlbook.data.registry import (
     REGISTRY,
     DatasetUnavailable,
+    Entry,
+    _archive_ok,
     data_home,
     fetch,
     file_ok,
-    tree_hash,
+    install_line,
+    package_files,
 )
 
 
-def _present(entry) -> str:
+def state(entry: Entry) -> tuple[str, str]:
+    """``(state, detail)`` of one entry in the current cache and environment."""
     if entry.folder is None:
-        return f"ships in {entry.package}"
+        if entry.package_files:
+            try:
+                package_files(entry)
+            except DatasetUnavailable as err:
+                text = str(err)
+                kind = (
+                    "not installed"
+                    if "not installed" in text
+                    else "wrong version"
+                    if "is installed" in text
+                    else "altered"
+                )
+                return kind, install_line(entry)
+            return "installed", f"{entry.package}=={entry.version}, verified"
+        modules = [
+            p.strip().replace("-", "_") for p in entry.package.split(",")
+        ]
+        known = {"scikit_image": "skimage", "scikit_learn": "sklearn"}
+        absent = [
+            m
+            for m in modules
+            if importlib.util.find_spec(known.get(m, m)) is None
+        ]
+        if absent:
+            return "not installed", f"pip install {entry.package}"
+        return "installed", f"ships in {entry.package}"
     folder = data_home() / entry.folder
-    ok = all(file_ok(folder / f.path, f.hash) for f in entry.files)
-    if entry.archive is not None:
-        ok = (
-            ok
-            and tree_hash(folder, entry.archive.members)[0]
-            == entry.archive.tree_hash
+    try:
+        there = [f for f in entry.files if (folder / f.path).is_file()]
+        good = [
+            f
+            for f in there
+            if file_ok(folder / f.path, f.hash, f.gunzip, f.members)
+        ]
+        archive_there = entry.archive is not None and any(
+            (folder / m).exists() for m in entry.archive.members
         )
-    return "in the cache" if ok else "not downloaded"
+        archive_good = entry.archive is not None and _archive_ok(
+            entry.archive, folder
+        )
+    except PermissionError as err:
+        return "unreadable", f"{err.strerror}: {err.filename}"
+    wanted = len(entry.files) + (entry.archive is not None)
+    n_good = len(good) + archive_good
+    if n_good == wanted:
+        return "present", str(folder)
+    if not there and not archive_there:
+        return "missing", str(folder)
+    bad = [f.path for f in there if f not in good]
+    if archive_there and not archive_good:
+        bad.append("unpacked archive: " + ", ".join(entry.archive.members))
+    if bad:
+        return "corrupt", "does not verify: " + ", ".join(bad)
+    return "missing", "incomplete: " + str(folder)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,14 +103,23 @@ def main(argv: list[str] | None = None) -> int:
         "--fetch",
         nargs="*",
         metavar="NAME",
-        help="download these datasets (default: all)",
+        help="download these datasets (default: all that have files)",
     )
     args = ap.parse_args(argv)
     print(f"data cache: {data_home()}")
     if args.fetch is None:
+        from dlbook.config import profile
+
+        active, usable = profile(), True
         for e in sorted(REGISTRY.values(), key=lambda e: e.name):
-            print(f"  {e.name:<20}{e.kind:<9}{e.size:<48}{_present(e)}")
-        return 0
+            kind, detail = state(e)
+            if active in e.profiles:
+                usable &= kind in ("present", "installed")
+            else:
+                detail += f" (used by the {', '.join(e.profiles)} profile)"
+            print(f"  {e.name:<20}{e.kind:<9}{kind:<15}{e.size}")
+            print(f"  {'':<44}{detail}")
+        return 0 if usable else 1
     names = args.fetch or [
         e.name for e in REGISTRY.values() if e.folder is not None
     ]
@@ -62,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         try:
             print(f"  {name}: {fetch(name)}")
-        except (DatasetUnavailable, KeyError, ValueError) as err:
+        except (DatasetUnavailable, KeyError, ValueError, TypeError) as err:
             failed += 1
             print(f"  {name}: FAILED\n{err}", file=sys.stderr)
     return 1 if failed else 0

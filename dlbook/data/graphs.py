@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from dlbook.data.registry import (
     Archive,
     DatasetUnavailable,
@@ -138,6 +140,9 @@ PPI_SHAPE = {
     "features": 50,
     "labels": 121,
 }
+
+PPI_TRAIN_EDGES = 1_226_368
+"""Directed edges of the 20 training graphs, without self-loops (PyG's PPI statistics)."""
 
 PPI = register(
     Entry(
@@ -275,13 +280,21 @@ def load_ppi(split: str = "train") -> list:
             f"split must be one of {', '.join(PPI_SPLITS)}, got {split!r}"
         )
     folder = fetch(PPI)
-    graphs = read_ppi(folder, split)
+    broken = f"dataset 'ppi' in {folder} is not the PPI benchmark"
+    try:
+        graphs = read_ppi(folder, split)
+    except (ValueError, EOFError, OSError, KeyError, TypeError) as err:
+        # garbage, empty or half-unpacked files: numpy and json say so in their terms
+        raise DatasetUnavailable(
+            f"{broken}: its {split!r} files cannot be read ({type(err).__name__}: "
+            f"{err}). Delete the folder to download it again."
+        ) from err
     want_graphs, want_nodes = PPI_SHAPE[split]
     got = (
         len(graphs),
         sum(g.num_nodes for g in graphs),
-        graphs[0].x.size(1),
-        graphs[0].y.size(1),
+        graphs[0].x.size(1) if graphs else 0,
+        graphs[0].y.size(1) if graphs else 0,
     )
     want = (
         want_graphs,
@@ -289,9 +302,31 @@ def load_ppi(split: str = "train") -> list:
         PPI_SHAPE["features"],
         PPI_SHAPE["labels"],
     )
+    problems = []
     if got != want:
+        problems.append(
+            f"(graphs, nodes, features, labels) = {got}, expected {want}"
+        )
+    else:
+        edges = sum(g.num_edges for g in graphs)
+        if any(g.num_edges == 0 for g in graphs):
+            problems.append("a graph has no edges")
+        if split == "train" and edges != PPI_TRAIN_EDGES:
+            problems.append(
+                f"{edges:,} training edges, expected {PPI_TRAIN_EDGES:,}"
+            )
+        y = torch.cat([g.y for g in graphs])
+        x = torch.cat([g.x for g in graphs])
+        if not ((y == 0) | (y == 1)).all():
+            problems.append("labels other than 0 and 1")
+        elif y.sum() == 0:
+            problems.append("no positive label at all")
+        if not torch.isfinite(x).all() or x.abs().sum() == 0:
+            problems.append("features that are not finite, or all zero")
+    if problems:
         raise DatasetUnavailable(
-            f"dataset 'ppi' in {folder} is not the PPI benchmark: split {split!r} has (graphs, nodes, features, "
-            f"labels) = {got}, expected {want}. Delete the folder to download it again."
+            f"{broken}: split {split!r} has {'; '.join(problems)}. Delete "
+            "the folder to download it again. (The archive's checksum is not "
+            "pinned, so its content is checked here.)"
         )
     return graphs

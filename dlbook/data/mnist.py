@@ -189,7 +189,9 @@ def stratified_subset(
     ``seed``; the indices come back sorted, so the subset keeps the file's order.
     """
     rng = np.random.default_rng(seed)
-    take = [n // num_classes + (c < n % num_classes) for c in range(num_classes)]
+    take = [
+        n // num_classes + (c < n % num_classes) for c in range(num_classes)
+    ]
     out = []
     for c, k in enumerate(take):
         pool = np.flatnonzero(labels == c)
@@ -239,17 +241,25 @@ def _load_idx_split(
             f"{x_tr.shape} and {x_te.shape}, expected (60000, 28, 28) and "
             "(10000, 28, 28)"
         )
-    if y_tr.shape != (60_000,) or y_te.shape != (10_000,) or max(
-        y_tr.max(), y_te.max()
-    ) >= len(classes):
-        raise ValueError(f"{folder}: the label files do not hold {entry.title}")
+    if (
+        y_tr.shape != (60_000,)
+        or y_te.shape != (10_000,)
+        or max(y_tr.max(), y_te.max()) >= len(classes)
+    ):
+        raise ValueError(
+            f"{folder}: the label files do not hold {entry.title}"
+        )
     if n_train is not None and n_train < 60_000:
         keep = stratified_subset(y_tr, n_train, seed, len(classes))
         x_tr, y_tr = x_tr[keep], y_tr[keep]
     if n_test is not None and n_test < 10_000:
         keep = stratified_subset(y_te, n_test, seed, len(classes))
         x_te, y_te = x_te[keep], y_te[keep]
-    test = "official test set" if len(y_te) == 10_000 else "of the official test set"
+    test = (
+        "official test set"
+        if len(y_te) == 10_000
+        else "of the official test set"
+    )
     source = (
         f"{label} ({len(y_tr):,} of the 60,000 training images, "
         f"{len(y_te):,} {test})"
@@ -289,7 +299,13 @@ def load_mnist(
         and int64 labels.
     """
     return _load_idx_split(
-        MNIST, [str(d) for d in range(10)], "MNIST", profile, n_train, n_test, seed
+        MNIST,
+        [str(d) for d in range(10)],
+        "MNIST",
+        profile,
+        n_train,
+        n_test,
+        seed,
     )
 
 

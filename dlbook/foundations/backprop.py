@@ -1,23 +1,24 @@
-"""Backpropagation from scratch: reverse-mode automatic differentiation on NumPy arrays.
+"""Backpropagation from scratch: reverse-mode autodiff on NumPy arrays.
 
-Three views of the same algorithm (Rumelhart, Hinton and Williams 1986; Griewank and
-Walther 2008; Baydin et al. 2018):
+Three views of the same algorithm (Rumelhart, Hinton and Williams 1986;
+Griewank and Walther 2008; Baydin et al. 2018):
 
-* :class:`Tensor`: a small reverse-mode autodiff engine. Every operation on a ``Tensor``
-  records its inputs and a function that turns the gradient of its output into gradients of
-  its inputs (a vector-Jacobian product); :meth:`Tensor.backward` replays them in reverse
-  topological order. This is the design of ``torch.autograd`` in miniature.
-* :func:`mlp_backward`: the layer-wise backpropagation equations of an MLP written out by
-  hand, the :math:`\\delta` recursion of the chapter.
-* :func:`numerical_gradient` and :func:`gradient_check`: central differences, the test every
-  hand-written gradient has to pass.
+* ``Tensor``: a small reverse-mode autodiff engine. Every operation on a
+  ``Tensor`` records its inputs and a function that turns the gradient of its
+  output into gradients of its inputs (a vector-Jacobian product);
+  ``Tensor.backward`` replays them in reverse topological order. This is the
+  design of ``torch.autograd`` in miniature.
+* ``mlp_backward``: the layer-wise backpropagation equations of an MLP
+  written out by hand, the δ recursion of the chapter.
+* ``numerical_gradient`` and ``gradient_check``: central differences, the
+  test every hand-written gradient has to pass.
 
-:class:`MLP` and :func:`train` use the engine to train a multilayer perceptron on MNIST with
-minibatch stochastic gradient descent, in NumPy only.
+``MLP`` and ``train`` use the engine to train a multilayer perceptron on
+MNIST with minibatch stochastic gradient descent, in NumPy only.
 
-Checked against: ``torch.autograd`` in float64 (every operation, the MLP's gradients, and a
-whole SGD run step for step), and central differences with relative error below 1e-7, in
-``tests/foundations/test_backprop.py``.
+Checked against: ``torch.autograd`` in float64 (every operation, the MLP's
+gradients, and a whole SGD run step for step), and central differences with
+relative error below 1e-7, in ``tests/foundations/test_backprop.py``.
 
 Chapter: ``book/foundations/backprop.md``.
 """
@@ -31,14 +32,15 @@ import numpy as np
 
 from dlbook.train import History
 
-# --- the engine -----------------------------------------------------------------------------
+# --- the engine -------------------------------------------------------------
 
 
 def _unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Sum ``grad`` over the axes that broadcasting added or stretched, so it has ``shape``.
+    """Sum ``grad`` over the axes that broadcasting added or stretched.
 
-    If ``b`` of shape (K,) was added to every row of an (N, K) array, each entry of ``b``
-    influenced N outputs, and its gradient is the sum of theirs.
+    The result has ``shape``. If ``b`` of shape (K,) was added to every row
+    of an (N, K) array, each entry of ``b`` influenced N outputs, and its
+    gradient is the sum of theirs.
     """
     while grad.ndim > len(shape):
         grad = grad.sum(axis=0)
@@ -49,21 +51,24 @@ def _unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 class Tensor:
-    """A NumPy array that remembers how it was computed, so that gradients can flow back to it.
+    """A NumPy array that remembers how it was computed.
 
-    For an output :math:`y = f(x_1, \\dots, x_k)` of a scalar loss :math:`\\ell`, each operation
-    stores a function that receives :math:`\\bar y = \\partial \\ell / \\partial y` and adds the
+    For an output y = f(x₁, ..., x_k) on the way to a scalar loss ℓ, each
+    operation stores a function that receives ȳ = ∂ℓ/∂y and adds the
     vector-Jacobian products
 
-    .. math:: \\bar x_i \\mathrel{+}= \\bar y\\, \\frac{\\partial y}{\\partial x_i}
+        x̄_i += ȳ ∂y/∂x_i
 
-    to its inputs' ``grad``. :meth:`backward` calls these functions from the loss back to the
-    leaves. Gradients accumulate, as in PyTorch, until :meth:`zero_grad`.
+    to its inputs' ``grad``. ``backward`` calls these functions from the loss
+    back to the leaves. Gradients accumulate, as in PyTorch, until
+    ``zero_grad``.
 
     Args:
-        data: an array or a number; integers become float64, floating dtypes are kept.
-        requires_grad: whether a gradient is wanted for this leaf. An operation's result
-            requires a gradient if any of its inputs does; otherwise no graph is recorded.
+        data: an array or a number; integers become float64, floating dtypes
+            are kept.
+        requires_grad: whether a gradient is wanted for this leaf. An
+            operation's result requires a gradient if any of its inputs does;
+            otherwise no graph is recorded.
 
     Shapes:
         ``data`` and ``grad`` always have the same shape.
@@ -102,7 +107,10 @@ class Tensor:
 
     def __repr__(self) -> str:
         op = f", op={self._op!r}" if self._op else ""
-        return f"Tensor(shape={self.shape}, dtype={self.data.dtype}{op}, requires_grad={self.requires_grad})"
+        return (
+            f"Tensor(shape={self.shape}, dtype={self.data.dtype}{op}, "
+            f"requires_grad={self.requires_grad})"
+        )
 
     def numpy(self) -> np.ndarray:
         return self.data
@@ -125,7 +133,7 @@ class Tensor:
         op: str,
         backward: Callable[[np.ndarray], None],
     ) -> Tensor:
-        """A new node; its backward function is kept only if some parent needs a gradient."""
+        """A new node; its backward is kept if a parent needs a gradient."""
         needs = any(p.requires_grad for p in parents)
         out = Tensor(
             data,
@@ -198,12 +206,12 @@ class Tensor:
         other = self._lift(other)
         if self.ndim != 2 or other.ndim != 2:
             raise ValueError(
-                f"matmul takes two 2-D tensors, got shapes {self.shape} and {other.shape}"
+                f"matmul takes two 2-D tensors, got shapes {self.shape} and "
+                f"{other.shape}"
             )
 
-        def backward(
-            g,
-        ):  # Y = A B:  dA = dY B^T,  dB = A^T dY (each product only if it is needed)
+        # Y = A B:  dA = dY Bᵀ,  dB = Aᵀ dY (each product only if it is needed)
+        def backward(g):
             if self.requires_grad:
                 self._accumulate(g @ other.data.T)
             if other.requires_grad:
@@ -270,17 +278,15 @@ class Tensor:
         )
 
     def sigmoid(self) -> Tensor:
-        y = 0.5 * (
-            1 + np.tanh(0.5 * self.data)
-        )  # = 1 / (1 + exp(-x)), without overflow
+        # = 1 / (1 + exp(-x)), without overflow
+        y = 0.5 * (1 + np.tanh(0.5 * self.data))
         return self._result(
             y, (self,), "sigmoid", lambda g: self._accumulate(g * y * (1 - y))
         )
 
     def relu(self) -> Tensor:
-        active = (
-            self.data > 0
-        )  # the derivative at 0 is taken to be 0, as in PyTorch
+        # the derivative at 0 is taken to be 0, as in PyTorch
+        active = self.data > 0
         return self._result(
             np.where(active, self.data, 0.0).astype(self.data.dtype),
             (self,),
@@ -289,7 +295,10 @@ class Tensor:
         )
 
     def log_softmax(self, axis: int = -1) -> Tensor:
-        """:math:`z - \\log\\sum_j e^{z_j}`; its vector-Jacobian product is :math:`\\bar y - \\mathrm{softmax}(z) \\sum_j \\bar y_j`."""
+        """log softmax(z) = z − log Σ_j exp(z_j).
+
+        Its vector-Jacobian product is ȳ − softmax(z) Σ_j ȳ_j.
+        """
         z = self.data - self.data.max(axis=axis, keepdims=True)
         y = z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
 
@@ -301,23 +310,26 @@ class Tensor:
     # -- the reverse sweep --
 
     def backward(self, grad: np.ndarray | None = None) -> None:
-        """Compute the gradient of this tensor with respect to every leaf that requires one.
+        """The gradient of this tensor with respect to every leaf needing one.
 
         Args:
-            grad: :math:`\\partial \\ell / \\partial` ``self``; may be left out only for a scalar
-                (it is then 1).
+            grad: ∂ℓ/∂``self``; may be left out only for a scalar (it is then
+                1).
 
         Raises:
-            ValueError: for a non-scalar without ``grad``, or a tensor that needs no gradient.
+            ValueError: for a non-scalar without ``grad``, or a tensor that
+                needs no gradient.
         """
         if not self.requires_grad:
             raise ValueError(
-                "backward() on a tensor that does not require a gradient: no input had requires_grad=True"
+                "backward() on a tensor that does not require a gradient: no "
+                "input had requires_grad=True"
             )
         if grad is None:
             if self.data.size != 1:
                 raise ValueError(
-                    f"backward() without grad needs a scalar, got shape {self.shape}"
+                    "backward() without grad needs a scalar, got shape "
+                    f"{self.shape}"
                 )
             grad = np.ones_like(self.data)
         grad = np.asarray(grad, dtype=self.data.dtype)
@@ -327,15 +339,18 @@ class Tensor:
             )
         order = topological_order(self)
         self._accumulate(grad)
-        for node in reversed(
-            order
-        ):  # every node after all the nodes that use it
+        # reversed: every node comes after all the nodes that use it
+        for node in reversed(order):
             if node.grad is not None:
                 node._backward(node.grad)
 
 
 def topological_order(root: Tensor) -> list[Tensor]:
-    """The nodes of ``root``'s graph, each after all of its parents (iterative depth-first search)."""
+    """The nodes of ``root``'s graph, each after all of its parents.
+
+    An iterative depth-first search, so a long chain cannot overflow Python's
+    recursion limit.
+    """
     order, seen, stack = [], set(), [(root, False)]
     while stack:
         node, expanded = stack.pop()
@@ -351,7 +366,7 @@ def topological_order(root: Tensor) -> list[Tensor]:
 
 
 def cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
-    """Mean cross-entropy :math:`-\\frac1n \\sum_i \\log \\mathrm{softmax}(z_i)_{y_i}`, composed of engine operations.
+    """Mean cross-entropy −(1/n) Σ_i log softmax(z_i)_{y_i}, from engine ops.
 
     Shapes:
         logits: (n, K); targets: (n,) integer classes in [0, K).
@@ -359,11 +374,13 @@ def cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
     targets = np.asarray(targets)
     if logits.ndim != 2 or targets.shape != (logits.shape[0],):
         raise ValueError(
-            f"cross_entropy needs logits (n, K) and targets (n,), got {logits.shape} and {targets.shape}"
+            "cross_entropy needs logits (n, K) and targets (n,), got "
+            f"{logits.shape} and {targets.shape}"
         )
     if targets.min() < 0 or targets.max() >= logits.shape[1]:
         raise ValueError(
-            f"targets must lie in [0, {logits.shape[1]}), got range [{targets.min()}, {targets.max()}]"
+            f"targets must lie in [0, {logits.shape[1]}), got range "
+            f"[{targets.min()}, {targets.max()}]"
         )
     one_hot = np.eye(logits.shape[1], dtype=logits.data.dtype)[
         targets
@@ -371,26 +388,27 @@ def cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
     return -(logits.log_softmax(axis=1) * one_hot).sum(axis=1).mean()
 
 
-# --- a multilayer perceptron on the engine --------------------------------------------------
+# --- a multilayer perceptron on the engine ----------------------------------
 
 _ACTIVATIONS = ("relu", "tanh", "sigmoid")
 
 
 class MLP:
-    """A multilayer perceptron whose parameters are engine :class:`Tensor` s.
+    """A multilayer perceptron whose parameters are engine ``Tensor``s.
 
-    .. math:: a^{(0)} = x, \\quad z^{(l)} = a^{(l-1)} W^{(l)} + b^{(l)}, \\quad a^{(l)} = f(z^{(l)}), \\quad
-              \\text{logits} = z^{(L+1)}.
+        a⁽⁰⁾ = x,  z⁽ˡ⁾ = a⁽ˡ⁻¹⁾ W⁽ˡ⁾ + b⁽ˡ⁾,  a⁽ˡ⁾ = f(z⁽ˡ⁾),
+        logits = z⁽ᴰ⁺¹⁾ for D hidden layers.
 
-    Rows are examples, so a layer is ``x @ W + b`` with ``W`` of shape (in, out): the transpose
-    of ``torch.nn.Linear.weight``. Weights and biases start uniform in
-    :math:`\\pm 1/\\sqrt{n_{\\text{in}}}`, the distribution ``nn.Linear`` uses by default.
+    Rows are examples, so a layer is ``x @ W + b`` with ``W`` of shape
+    (in, out): the transpose of ``torch.nn.Linear.weight``. Weights and
+    biases start uniform in ±1/√n_in, as ``nn.Linear`` draws them.
 
     Args:
         sizes: layer widths from input to output, e.g. ``(784, 128, 10)``.
         activation: ``"relu"``, ``"tanh"`` or ``"sigmoid"``.
         seed: seeds the initial weights.
-        dtype: ``np.float64`` (default, for exact comparisons) or ``np.float32``.
+        dtype: ``np.float64`` (default, for exact comparisons) or
+            ``np.float32``.
 
     Shapes:
         input: (B, sizes[0]); output: (B, sizes[-1]).
@@ -405,7 +423,8 @@ class MLP:
     ):
         if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
             raise ValueError(
-                f"sizes must list at least two positive widths (input, ..., output), got {tuple(sizes)}"
+                "sizes must list at least two positive widths (input, ..., "
+                f"output), got {tuple(sizes)}"
             )
         if activation not in _ACTIVATIONS:
             raise ValueError(
@@ -447,7 +466,7 @@ class MLP:
             p.zero_grad()
 
     def to_torch(self):
-        """An equal ``torch.nn.Sequential`` of ``Linear`` layers and activations, in float64."""
+        """An equal ``torch.nn.Sequential`` of ``Linear`` layers (float64)."""
         import torch
         from torch import nn
 
@@ -465,7 +484,7 @@ class MLP:
         return nn.Sequential(*layers[:-1])
 
 
-# --- backpropagation by hand ----------------------------------------------------------------
+# --- backpropagation by hand ------------------------------------------------
 
 _F = {
     "relu": (lambda z: np.maximum(z, 0), lambda z: (z > 0).astype(z.dtype)),
@@ -484,19 +503,18 @@ def mlp_backward(
     y: np.ndarray,
     activation: str = "relu",
 ) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
-    """Mean cross-entropy of an MLP and its gradients by the layer-wise backpropagation equations.
+    """An MLP's mean cross-entropy and its gradients, by backpropagation.
 
-    Forward: :math:`z^{(l)} = a^{(l-1)} W^{(l)} + b^{(l)}`, :math:`a^{(l)} = f(z^{(l)})`. Backward,
-    with :math:`\\delta^{(l)} = \\partial L / \\partial z^{(l)}` (one row per example):
+    Forward: z⁽ˡ⁾ = a⁽ˡ⁻¹⁾ W⁽ˡ⁾ + b⁽ˡ⁾, a⁽ˡ⁾ = f(z⁽ˡ⁾). Backward, with the
+    error δ⁽ˡ⁾ = ∂ℒ/∂z⁽ˡ⁾ (one row per example) and D hidden layers:
 
-    .. math::
-        \\delta^{(L+1)} = \\tfrac1n (P - Y), \\qquad
-        \\delta^{(l)} = \\big(\\delta^{(l+1)} W^{(l+1)\\top}\\big) \\odot f'(z^{(l)}), \\qquad
-        \\nabla_{W^{(l)}} L = a^{(l-1)\\top} \\delta^{(l)}, \\qquad
-        \\nabla_{b^{(l)}} L = \\mathbf 1^\\top \\delta^{(l)}.
+        δ⁽ᴰ⁺¹⁾ = (P − Y) / n
+        δ⁽ˡ⁾   = (δ⁽ˡ⁺¹⁾ W⁽ˡ⁺¹⁾ᵀ) ⊙ f′(z⁽ˡ⁾)
+        ∂ℒ/∂W⁽ˡ⁾ = a⁽ˡ⁻¹⁾ᵀ δ⁽ˡ⁾,   ∂ℒ/∂b⁽ˡ⁾ = 1ᵀ δ⁽ˡ⁾
 
     Args:
-        weights, biases: ``W`` (in, out) and ``b`` (out,) of each layer, input side first.
+        weights, biases: ``W`` (in, out) and ``b`` (out,) of each layer,
+            input side first.
         x: inputs (n, d); y: integer classes (n,).
         activation: ``"relu"``, ``"tanh"`` or ``"sigmoid"``.
 
@@ -531,17 +549,17 @@ def mlp_backward(
     return float(loss), grad_W, grad_b
 
 
-# --- the numerical gradient check -----------------------------------------------------------
+# --- the numerical gradient check -------------------------------------------
 
 
 def numerical_gradient(
     f: Callable[[], float], x: np.ndarray, eps: float = 1e-6
 ) -> np.ndarray:
-    """Central differences :math:`\\frac{f(x + \\epsilon e_i) - f(x - \\epsilon e_i)}{2\\epsilon}` for every entry of ``x``.
+    """Central differences (f(x + ε e_i) − f(x − ε e_i)) / 2ε for every x_i.
 
-    ``x`` is perturbed in place (and restored), so ``f`` must read it: e.g. a closure over a
-    parameter array. The truncation error is :math:`O(\\epsilon^2)`, the rounding error
-    :math:`O(u / \\epsilon)` for the unit round-off :math:`u`; in float64 :math:`\\epsilon = 10^{-6}`
+    ``x`` is perturbed in place (and restored), so ``f`` must read it: e.g. a
+    closure over a parameter array. The truncation error is O(ε²), the
+    rounding error O(u/ε) for the unit round-off u; in float64 ε = 1e-6
     balances them. It costs two evaluations of ``f`` per entry.
     """
     if x.dtype != np.float64:
@@ -549,10 +567,8 @@ def numerical_gradient(
             f"numerical gradients need float64 to be accurate, got {x.dtype}"
         )
     grad = np.empty_like(x)
-    flat, gflat = (
-        x.reshape(-1),
-        grad.reshape(-1),
-    )  # views: writing flat writes x
+    # views: writing flat writes x
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
     for i in range(flat.size):
         old = flat[i]
         flat[i] = old + eps
@@ -565,7 +581,7 @@ def numerical_gradient(
 
 
 def relative_error(a: np.ndarray, b: np.ndarray) -> float:
-    """:math:`\\lVert a - b \\rVert / (\\lVert a \\rVert + \\lVert b \\rVert)`, 0 when both are 0."""
+    """‖a − b‖ / (‖a‖ + ‖b‖), and 0 when both are 0."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     denom = np.linalg.norm(a) + np.linalg.norm(b)
     return 0.0 if denom == 0 else float(np.linalg.norm(a - b) / denom)
@@ -574,11 +590,15 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
 def gradient_check(
     loss_fn: Callable[[], Tensor], params: Sequence[Tensor], eps: float = 1e-6
 ) -> list[float]:
-    """Relative error between backpropagated and central-difference gradients, per parameter.
+    """Relative error of backpropagated against numerical gradients.
+
+    One error per parameter array, by ``relative_error`` against
+    ``numerical_gradient``.
 
     Args:
-        loss_fn: builds the scalar loss from ``params`` (called once for backpropagation and
-            twice per parameter entry for the differences).
+        loss_fn: builds the scalar loss from ``params`` (called once for
+            backpropagation and twice per parameter entry for the
+            differences).
         params: float64 leaves with ``requires_grad=True``.
     """
     for p in params:
@@ -593,7 +613,7 @@ def gradient_check(
     ]
 
 
-# --- training -------------------------------------------------------------------------------
+# --- training ---------------------------------------------------------------
 
 
 @dataclass
@@ -609,7 +629,7 @@ class SGDConfig:
 def batches(
     n: int, batch_size: int, rng: np.random.Generator
 ) -> Iterator[np.ndarray]:
-    """Index arrays of one epoch: a fresh permutation of ``range(n)``, cut into batches."""
+    """One epoch's index arrays: a permutation of ``range(n)`` in batches."""
     order = rng.permutation(n)
     for start in range(0, n, batch_size):
         yield order[start : start + batch_size]
@@ -618,7 +638,7 @@ def batches(
 def accuracy(
     model: MLP, x: np.ndarray, y: np.ndarray, batch_size: int = 4096
 ) -> float:
-    """Fraction of examples whose largest logit is the label (no graph is recorded)."""
+    """Fraction of examples whose largest logit is the label (no graph)."""
     right = 0
     for start in range(0, len(x), batch_size):
         right += int(
@@ -638,10 +658,10 @@ def train(
     x_test: np.ndarray | None = None,
     y_test: np.ndarray | None = None,
 ) -> History:
-    """Train ``model`` with SGD, :math:`\\theta \\leftarrow \\theta - \\eta \\nabla_\\theta L_{\\text{batch}}`.
+    """Train ``model`` with SGD: θ ← θ − η ∇ℒ_batch(θ) for every batch.
 
-    Records per epoch ``train_loss`` (mean over the epoch's batches), and ``test_acc`` when a
-    test set is given.
+    Records per epoch ``train_loss`` (the mean over the epoch's batches), and
+    ``test_acc`` when a test set is given.
 
     Shapes:
         x: (n, d) in the model's dtype; y: (n,) integer classes.

@@ -1,19 +1,22 @@
 """From logistic regression to the multilayer perceptron.
 
-The building blocks of every classifier in the book, written out so that each line can be
-read against an equation of the chapter:
+The building blocks of every classifier in the book, written out so that
+each line can be read against an equation of the chapter:
 
-* activation functions (sigmoid, tanh, ReLU, leaky ReLU, GELU, softmax) and their
-  derivatives, in closed form;
-* logistic regression (Cox 1958) and softmax regression as maximum likelihood: the mean
-  negative log-likelihood, its gradient in closed form, and full-batch gradient descent;
-* the multilayer perceptron (Rumelhart, Hinton and Williams 1986), its parameter count, and
-  the width that gives a network of a given depth a given parameter budget, for the
-  deep-versus-wide comparison.
+* activation functions (sigmoid, tanh, ReLU, leaky ReLU, GELU, softmax) and
+  their derivatives, in closed form;
+* logistic regression (Cox 1958) and softmax regression as maximum
+  likelihood: the mean negative log-likelihood, its gradient in closed form,
+  and full-batch gradient descent;
+* the multilayer perceptron (Rumelhart, Hinton and Williams 1986), its
+  parameter count, and the width that gives a network of a given depth a
+  given parameter budget, for the deep-versus-wide comparison, whose seeds
+  are trained side by side as one batched network (``ParallelMLP``).
 
-Checked against: ``torch.nn.functional`` (every activation and its autograd derivative,
-``binary_cross_entropy_with_logits``, ``cross_entropy``) and scikit-learn's
-``LogisticRegression`` (the L2-regularised fits give the same probabilities), in
+Checked against: ``torch.nn.functional`` (every activation and its autograd
+derivative, ``binary_cross_entropy_with_logits``, ``cross_entropy``) and
+scikit-learn's ``LogisticRegression`` (the L2-regularised fits give the same
+probabilities), and ``ParallelMLP`` against separate runs of ``MLP``, in
 ``tests/foundations/test_mlp.py``.
 
 Chapter: ``book/foundations/mlp.md``.
@@ -28,31 +31,36 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    RandomSampler,
+    TensorDataset,
+)
 
-# --- activation functions and their derivatives ---------------------------------------------
+# --- activation functions and their derivatives ---------------------------
 
 
 def sigmoid(x: Tensor) -> Tensor:
-    """The logistic function :math:`\\sigma(x) = 1 / (1 + e^{-x})`.
+    """The logistic function σ(x) = 1 / (1 + exp(−x)).
 
-    Computed from :math:`e^{-|x|}`, which never overflows: for :math:`x < 0` the equivalent
-    form :math:`e^{x} / (1 + e^{x})` is used.
+    Computed from e = exp(−|x|), which never overflows: 1 / (1 + e) for
+    x ≥ 0 and the equal form e / (1 + e) for x < 0.
     """
     e = torch.exp(-x.abs())
     return torch.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
 def sigmoid_grad(x: Tensor) -> Tensor:
-    """:math:`\\sigma'(x) = \\sigma(x)(1 - \\sigma(x))`, at most 1/4 (at 0)."""
+    """σ′(x) = σ(x) (1 − σ(x)), at most 1/4 (at 0)."""
     s = sigmoid(x)
     return s * (1 - s)
 
 
 def tanh(x: Tensor) -> Tensor:
-    """:math:`\\tanh x = (1 - e^{-2x}) / (1 + e^{-2x})`, evaluated at :math:`|x|` and signed.
+    """tanh x = (1 − exp(−2x)) / (1 + exp(−2x)), evaluated at |x| and signed.
 
-    ``expm1`` keeps the relative precision for tiny :math:`x`, where :math:`1 - e^{-2x}`
+    ``expm1`` keeps the relative precision for tiny x, where 1 − exp(−2x)
     would cancel.
     """
     e = torch.exp(-2 * x.abs())
@@ -60,27 +68,30 @@ def tanh(x: Tensor) -> Tensor:
 
 
 def tanh_grad(x: Tensor) -> Tensor:
-    """:math:`\\tanh'(x) = 1 - \\tanh^2 x`, at most 1 (at 0)."""
+    """tanh′(x) = 1 − tanh² x, at most 1 (at 0)."""
     return 1 - tanh(x) ** 2
 
 
 def relu(x: Tensor) -> Tensor:
-    """:math:`\\mathrm{ReLU}(x) = \\max(0, x)`."""
+    """ReLU(x) = max(0, x)."""
     return torch.where(x > 0, x, torch.zeros_like(x))
 
 
 def relu_grad(x: Tensor) -> Tensor:
-    """1 for :math:`x > 0`, else 0; at the kink :math:`x = 0` we take 0, as PyTorch does."""
+    """1 for x > 0, else 0; at the kink x = 0 we take 0, as PyTorch does."""
     return (x > 0).to(x.dtype)
 
 
 def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
-    """:math:`x` for :math:`x > 0`, :math:`a x` otherwise (Maas et al. 2013); ``negative_slope`` is :math:`a`."""
+    """Leaky ReLU (Maas et al. 2013): x for x > 0, a·x otherwise.
+
+    The slope a is ``negative_slope``.
+    """
     return torch.where(x > 0, x, negative_slope * x)
 
 
 def leaky_relu_grad(x: Tensor, negative_slope: float = 0.01) -> Tensor:
-    """1 for :math:`x > 0`, else :math:`a` (again the left value at the kink, as PyTorch)."""
+    """1 for x > 0, else a (the left value at the kink, as in PyTorch)."""
     return torch.where(
         x > 0, torch.ones_like(x), torch.full_like(x, negative_slope)
     )
@@ -108,12 +119,12 @@ def _check_approximate(approximate: str) -> None:
 
 
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
-    """GELU (Hendrycks and Gimpel 2016): :math:`x\\,\\Phi(x)`, :math:`\\Phi` the standard normal CDF.
+    """GELU (Hendrycks and Gimpel 2016): x Φ(x), Φ the standard normal CDF.
 
     Args:
         x: any tensor.
         approximate: ``"none"`` for the exact form, ``"tanh"`` for
-            :math:`\\tfrac12 x\\,(1 + \\tanh(\\sqrt{2/\\pi}\\,(x + 0.044715\\,x^3)))`, as in
+            ½ x (1 + tanh(√(2/π) (x + 0.044715 x³))), as in
             ``torch.nn.functional.gelu``.
     """
     _check_approximate(approximate)
@@ -123,7 +134,10 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
 
 
 def gelu_grad(x: Tensor, approximate: str = "none") -> Tensor:
-    """:math:`\\Phi(x) + x\\,\\varphi(x)` (exact), or the derivative of the tanh form."""
+    """GELU′(x) = Φ(x) + x φ(x) (exact), or the derivative of the tanh form.
+
+    Φ and φ are the standard normal CDF and density.
+    """
     _check_approximate(approximate)
     if approximate == "tanh":
         u = _SQRT_2_OVER_PI * (x + _GELU_CUBIC * x**3)
@@ -135,10 +149,11 @@ def gelu_grad(x: Tensor, approximate: str = "none") -> Tensor:
 
 
 def softmax(x: Tensor, dim: int = -1) -> Tensor:
-    """:math:`\\mathrm{softmax}(x)_k = e^{x_k} / \\sum_j e^{x_j}` along ``dim``.
+    """softmax(x)_k = exp(x_k) / Σ_j exp(x_j), along ``dim``.
 
-    The maximum is subtracted first: the result is unchanged (numerator and denominator are
-    multiplied by the same :math:`e^{-m}`) and no exponential can overflow.
+    The maximum m is subtracted first: the result is unchanged (numerator and
+    denominator are multiplied by the same exp(−m)) and no exponential can
+    overflow.
     """
     z = x - x.amax(dim=dim, keepdim=True)
     e = torch.exp(z)
@@ -146,22 +161,25 @@ def softmax(x: Tensor, dim: int = -1) -> Tensor:
 
 
 def softmax_jacobian(x: Tensor) -> Tensor:
-    """The Jacobian of softmax over the last dimension: :math:`J = \\mathrm{diag}(s) - s s^\\top`.
+    """The Jacobian of softmax over the last dimension: J = diag(s) − s sᵀ.
 
     Shapes:
-        x: (..., K) -> (..., K, K), with ``J[..., k, j]`` = :math:`\\partial s_k / \\partial x_j`.
+        x: (..., K) -> (..., K, K), with ``J[..., k, j]`` = ∂s_k / ∂x_j.
     """
     s = softmax(x, dim=-1)
     return torch.diag_embed(s) - s[..., :, None] * s[..., None, :]
 
 
 def softplus(x: Tensor) -> Tensor:
-    """:math:`\\log(1 + e^x) = \\max(x, 0) + \\log(1 + e^{-|x|})`, which neither overflows nor loses :math:`x`."""
+    """log(1 + exp(x)) = max(x, 0) + log(1 + exp(−|x|)).
+
+    The second form neither overflows nor loses x to rounding.
+    """
     return x.clamp_min(0) + torch.log1p(torch.exp(-x.abs()))
 
 
 class Activation(NamedTuple):
-    """An element-wise activation function and its derivative, both ``Tensor -> Tensor``."""
+    """An element-wise activation and its derivative (``Tensor -> Tensor``)."""
 
     name: str
     fn: Callable[[Tensor], Tensor]
@@ -178,49 +196,51 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("gelu", gelu, gelu_grad),
     ]
 }
-"""The element-wise activations by name (softmax acts on a vector, so it is not among them)."""
+"""The element-wise activations by name (softmax acts on a vector)."""
 
 
 def activation(name: str) -> Activation:
-    """Look up an element-wise activation by name (a key of :data:`ACTIVATIONS`)."""
+    """Look up an element-wise activation by name, a key of ``ACTIVATIONS``."""
     try:
         return ACTIVATIONS[name]
     except KeyError:
         raise ValueError(
-            f"activation {name!r} is not known; expected one of: {', '.join(ACTIVATIONS)}"
+            f"activation {name!r} is not known; expected one of: "
+            f"{', '.join(ACTIVATIONS)}"
         ) from None
 
 
-# --- logistic and softmax regression --------------------------------------------------------
+# --- logistic and softmax regression --------------------------------------
 
 
 def _check_xy(X: Tensor, y: Tensor) -> None:
     if not isinstance(X, Tensor) or X.ndim != 2:
         raise ValueError(
-            f"X must be a (n, d) tensor of features, got {getattr(X, 'shape', type(X).__name__)}"
+            "X must be a (n, d) tensor of features, got "
+            f"{getattr(X, 'shape', type(X).__name__)}"
         )
     if not isinstance(y, Tensor) or y.ndim != 1 or len(y) != len(X):
         raise ValueError(
-            f"y must be a ({len(X)},) tensor of labels, one per row of X, got {getattr(y, 'shape', type(y).__name__)}"
+            f"y must be a ({len(X)},) tensor of labels, one per row of X, got "
+            f"{getattr(y, 'shape', type(y).__name__)}"
         )
 
 
 def logistic_nll(
     w: Tensor, b: Tensor, X: Tensor, y: Tensor, weight_decay: float = 0.0
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Logistic regression's mean negative log-likelihood and its gradient, in closed form.
+    """Logistic regression's mean negative log-likelihood and its gradient.
 
-    With :math:`z_i = w^\\top x_i + b` and :math:`p_i = \\sigma(z_i)`,
+    With z_i = wᵀx_i + b and p_i = σ(z_i), in closed form:
 
-    .. math::
-        L = \\frac1n \\sum_i \\big[\\log(1 + e^{z_i}) - y_i z_i\\big] + \\frac\\lambda2 \\lVert w \\rVert^2,
-        \\qquad \\nabla_w L = \\frac1n X^\\top (p - y) + \\lambda w, \\qquad
-        \\frac{\\partial L}{\\partial b} = \\frac1n \\sum_i (p_i - y_i).
+        loss   = (1/n) Σ_i [log(1 + exp(z_i)) − y_i z_i] + (λ/2) ‖w‖²
+        grad_w = (1/n) Xᵀ(p − y) + λ w
+        grad_b = (1/n) Σ_i (p_i − y_i)
 
     Args:
         w: weights (d,); b: bias, a scalar tensor.
-        X: features (n, d); y: labels (n,) in {0, 1} (any float or integer dtype).
-        weight_decay: :math:`\\lambda`; the bias is not penalised.
+        X: features (n, d); y: labels (n,) in {0, 1} (any float or int dtype).
+        weight_decay: λ; the bias is not penalised.
 
     Returns:
         ``(loss, grad_w, grad_b)``.
@@ -236,15 +256,14 @@ def logistic_nll(
 def softmax_nll(
     W: Tensor, b: Tensor, X: Tensor, y: Tensor, weight_decay: float = 0.0
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Softmax regression's mean negative log-likelihood (cross-entropy) and its gradient.
+    """Softmax regression's mean cross-entropy and its gradient.
 
-    With logits :math:`Z = XW + b` and :math:`P = \\mathrm{softmax}(Z)` row by row, and
-    :math:`Y` the one-hot labels,
+    With logits Z = XW + b, P = softmax(Z) row by row and Y the one-hot
+    labels, in closed form:
 
-    .. math::
-        L = \\frac1n \\sum_i \\Big[\\log \\sum_k e^{Z_{ik}} - Z_{i y_i}\\Big] + \\frac\\lambda2 \\lVert W \\rVert_F^2,
-        \\qquad \\nabla_W L = \\frac1n X^\\top (P - Y) + \\lambda W, \\qquad
-        \\nabla_b L = \\frac1n \\mathbf 1^\\top (P - Y).
+        loss   = (1/n) Σ_i [log Σ_k exp(Z_ik) − Z_iy_i] + (λ/2) ‖W‖²
+        grad_W = (1/n) Xᵀ(P − Y) + λ W
+        grad_b = (1/n) 1ᵀ(P − Y)
 
     Shapes:
         W: (d, K), b: (K,), X: (n, d), y: (n,) integer classes in [0, K).
@@ -270,20 +289,22 @@ def softmax_nll(
 def smoothness(
     X: Tensor, multiclass: bool = False, weight_decay: float = 0.0
 ) -> float:
-    """An upper bound :math:`L` on the curvature (Hessian eigenvalues) of the regression losses.
+    """An upper bound β on the curvature (Hessian eigenvalues) of the losses.
 
-    The Hessian of :func:`logistic_nll` is :math:`\\frac1n X^\\top S X + \\lambda I` with
-    :math:`S = \\mathrm{diag}(p_i(1-p_i)) \\preceq \\tfrac14 I`; that of :func:`softmax_nll` is
-    bounded by :math:`\\tfrac12 \\frac1n X^\\top X \\otimes I + \\lambda I` (Böhning 1992). So
+    The Hessian of ``logistic_nll`` is (1/n) XᵀSX + λI with
+    S = diag(p_i (1 − p_i)) ⪯ I/4; that of ``softmax_nll`` is bounded by
+    ½ (1/n) XᵀX ⊗ I + λI (Böhning 1992). So
 
-    .. math:: L = c\\,\\lambda_{\\max}\\big(\\tfrac1n X^\\top X\\big) + \\lambda, \\qquad c = \\tfrac14 \\text{ (logistic)}, \\tfrac12 \\text{ (softmax)},
+        β = c · λ_max((1/n) XᵀX) + λ,  c = 1/4 (logistic), 1/2 (softmax),
 
-    and gradient descent with step :math:`\\eta \\le 1/L` decreases the loss at every step.
-    The bias acts as a constant feature, so it is included as a column of ones.
+    and gradient descent with step η ≤ 1/β decreases the loss at every step.
+    The bias acts as a constant feature: X gets a column of ones.
     """
     X = X.flatten(1)
-    X1 = torch.cat([X, X.new_ones(len(X), 1)], dim=1).double()
-    lam_max = float(torch.linalg.eigvalsh(X1.T @ X1 / len(X1))[-1])
+    X1 = torch.cat([X, X.new_ones(len(X), 1)], dim=1)
+    # the Gram matrix in the data's precision, its eigenvalues in float64
+    gram = (X1.T @ X1).double() / len(X1)
+    lam_max = float(torch.linalg.eigvalsh(gram)[-1])
     return (0.5 if multiclass else 0.25) * lam_max + weight_decay
 
 
@@ -293,7 +314,8 @@ class GDConfig:
 
     lr: float = 0.5  # step size eta
     steps: int = 200  # number of gradient steps
-    weight_decay: float = 0.0  # lambda of the L2 penalty (lambda / 2) ||w||^2; the bias is not penalised
+    # lambda of the L2 penalty (lambda / 2) ||w||^2; the bias is not penalised
+    weight_decay: float = 0.0
 
 
 def gradient_descent(
@@ -301,19 +323,21 @@ def gradient_descent(
     params: Sequence[Tensor],
     cfg: GDConfig,
 ) -> list[float]:
-    """Minimise by :math:`\\theta \\leftarrow \\theta - \\eta \\nabla L(\\theta)`, updating ``params`` in place.
+    """Minimise by θ ← θ − η ∇ℒ(θ), updating ``params`` in place.
 
     Args:
-        loss_and_grad: ``loss_and_grad(*params) -> (loss, *grads)``, one gradient per parameter.
+        loss_and_grad: ``loss_and_grad(*params) -> (loss, *grads)``, one
+            gradient per parameter.
         params: the starting point; overwritten with the result.
         cfg: step size and number of steps.
 
     Returns:
-        The loss before each step and after the last (``cfg.steps + 1`` values).
+        The loss before each step and after the last (``cfg.steps + 1``).
     """
     if cfg.lr <= 0 or cfg.steps < 0:
         raise ValueError(
-            f"GDConfig needs lr > 0 and steps >= 0, got lr={cfg.lr}, steps={cfg.steps}"
+            f"GDConfig needs lr > 0 and steps >= 0, got lr={cfg.lr}, "
+            f"steps={cfg.steps}"
         )
     losses = []
     for _ in range(cfg.steps):
@@ -327,10 +351,12 @@ def gradient_descent(
 
 @dataclass
 class LinearClassifier:
-    """A fitted logistic (``weight`` (d,)) or softmax (``weight`` (d, K)) regression.
+    """A fitted logistic or softmax regression.
 
     Shapes:
-        predict_proba: (n, d) -> (n,) probability of class 1 (logistic) or (n, K) (softmax).
+        weight: (d,) for logistic, (d, K) for softmax regression.
+        predict_proba: (n, d) -> (n,), the probability of class 1
+            (logistic), or (n, K) (softmax).
     """
 
     weight: Tensor
@@ -358,7 +384,9 @@ class LinearClassifier:
 def fit_logistic_regression(
     X: Tensor, y: Tensor, cfg: GDConfig = GDConfig()
 ) -> LinearClassifier:
-    """Fit logistic regression by gradient descent on :func:`logistic_nll`, from zero weights.
+    """Fit logistic regression by gradient descent on ``logistic_nll``.
+
+    The weights start at zero.
 
     Args:
         X: features (n, d) (images are flattened); y: labels (n,) in {0, 1}.
@@ -368,7 +396,8 @@ def fit_logistic_regression(
     labels = set(torch.unique(y).tolist())
     if not labels <= {0, 1}:
         raise ValueError(
-            f"y must hold the labels 0 and 1 for logistic regression, got {sorted(labels)}"
+            "y must hold the labels 0 and 1 for logistic regression, got "
+            f"{sorted(labels)}"
         )
     w, b = X.new_zeros(X.shape[1]), X.new_zeros(())
     losses = gradient_descent(
@@ -383,10 +412,13 @@ def fit_softmax_regression(
     cfg: GDConfig = GDConfig(),
     num_classes: int | None = None,
 ) -> LinearClassifier:
-    """Fit softmax regression by gradient descent on :func:`softmax_nll`, from zero weights.
+    """Fit softmax regression by gradient descent on ``softmax_nll``.
+
+    The weights start at zero.
 
     Args:
-        X: features (n, d) (images are flattened); y: integer classes (n,) in [0, K).
+        X: features (n, d) (images are flattened); y: integer classes (n,)
+            in [0, K).
         num_classes: K; default: ``y.max() + 1``.
     """
     X = X.flatten(1)
@@ -394,7 +426,8 @@ def fit_softmax_regression(
     K = int(y.max()) + 1 if num_classes is None else num_classes
     if y.dtype != torch.long or int(y.min()) < 0 or int(y.max()) >= K:
         raise ValueError(
-            f"y must hold int64 classes in [0, {K}), got dtype {y.dtype} and range [{int(y.min())}, {int(y.max())}]"
+            f"y must hold int64 classes in [0, {K}), got dtype {y.dtype} and "
+            f"range [{int(y.min())}, {int(y.max())}]"
         )
     W, b = X.new_zeros(X.shape[1], K), X.new_zeros(K)
     losses = gradient_descent(
@@ -403,7 +436,7 @@ def fit_softmax_regression(
     return LinearClassifier(W, b, losses)
 
 
-# --- the multilayer perceptron --------------------------------------------------------------
+# --- the multilayer perceptron --------------------------------------------
 
 
 @dataclass
@@ -419,20 +452,21 @@ class MLPConfig:
 
 
 class MLP(nn.Module):
-    """A multilayer perceptron: affine maps with an element-wise activation :math:`f` between them.
+    """A multilayer perceptron: affine maps with an activation f between them.
 
-    .. math::
-        h^{(0)} = x, \\qquad h^{(l)} = f\\big(W^{(l)} h^{(l-1)} + b^{(l)}\\big), \\; l = 1, \\dots, L,
-        \\qquad \\text{logits} = W^{(L+1)} h^{(L)} + b^{(L+1)}.
+        h⁽⁰⁾ = x,  h⁽ˡ⁾ = f(W⁽ˡ⁾ h⁽ˡ⁻¹⁾ + b⁽ˡ⁾) for l = 1, ..., D,
+        logits = W⁽ᴰ⁺¹⁾ h⁽ᴰ⁾ + b⁽ᴰ⁺¹⁾.
 
-    The output is a vector of logits; the softmax lives in the loss (``F.cross_entropy``),
-    where it can be computed stably. Weights start as ``nn.Linear`` initialises them.
+    The output is a vector of logits; the softmax lives in the loss
+    (``F.cross_entropy``), where it can be computed stably. Weights start as
+    ``nn.Linear`` initialises them.
 
     Args:
         cfg: sizes and activation.
 
     Shapes:
-        input: (B, d_in) or (B, C, H, W) with C*H*W = d_in (flattened); output: (B, d_out).
+        input: (B, d_in), or (B, C, H, W) with C*H*W = d_in (flattened).
+        output: (B, d_out).
     """
 
     def __init__(self, cfg: MLPConfig = MLPConfig()):
@@ -452,15 +486,106 @@ class MLP(nn.Module):
         h = x.flatten(1)  # (B, d_in)
         if h.shape[1] != self.cfg.d_in:
             raise ValueError(
-                f"input has {h.shape[1]} features per example, the MLP expects d_in={self.cfg.d_in}"
+                f"input has {h.shape[1]} features per example, the MLP "
+                f"expects d_in={self.cfg.d_in}"
             )
         for layer in self.layers[:-1]:
             h = self.act.fn(layer(h))  # (B, width)
         return self.layers[-1](h)  # (B, d_out)
 
 
+class ParallelMLP(nn.Module):
+    """Several MLPs of one shape, trained side by side as one batched network.
+
+    Network s computes exactly what ``MLP`` computes, with its own weights:
+    the layers are batched matrix products, h ← f(h W_s + b_s), one slice s
+    per network, so S small networks cost about as many operations as one.
+    The networks never interact. Trained with the loss ``summed_cross_entropy``
+    (the sum over networks of each one's mean cross-entropy), each network's
+    gradient is that of its own loss, and an element-wise optimizer such as
+    Adam or SGD then makes S independent runs on the same batches.
+
+    Args:
+        nets: the ``MLP``s to start from (their weights are copied); all of
+            one shape and activation.
+
+    Shapes:
+        input: (B, d_in) or (B, C, H, W); output: (B, S, d_out), the logits
+        of every network.
+    """
+
+    def __init__(self, nets: Sequence[MLP]):
+        super().__init__()
+        if not nets:
+            raise ValueError("nets must hold at least one MLP, got none")
+        cfg = nets[0].cfg
+        for i, net in enumerate(nets):
+            if net.cfg != cfg:
+                raise ValueError(
+                    f"nets[{i}] has config {net.cfg}, nets[0] has {cfg}: "
+                    "all networks must have one shape"
+                )
+        self.cfg, self.act = cfg, activation(cfg.activation)
+        layers = range(len(nets[0].layers))
+        # weights (S, n_in, n_out): the transpose of nn.Linear's, per network
+        self.weights = nn.ParameterList(
+            nn.Parameter(
+                torch.stack([n.layers[i].weight.detach().T for n in nets])
+            )
+            for i in layers
+        )
+        self.biases = nn.ParameterList(
+            nn.Parameter(
+                torch.stack([n.layers[i].bias.detach() for n in nets])
+            )
+            for i in layers
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.flatten(1)  # (B, d_in)
+        if h.shape[1] != self.cfg.d_in:
+            raise ValueError(
+                f"input has {h.shape[1]} features per example, the MLPs "
+                f"expect d_in={self.cfg.d_in}"
+            )
+        h = h.expand(len(self.weights[0]), -1, -1)  # (S, B, d_in)
+        last = len(self.weights) - 1
+        for i, (W, b) in enumerate(zip(self.weights, self.biases)):
+            h = torch.baddbmm(b[:, None, :], h, W)  # (S, B, n_out)
+            if i < last:
+                h = self.act.fn(h)
+        return h.transpose(0, 1)  # (B, S, d_out)
+
+    def split(self) -> list[MLP]:
+        """The networks as separate ``MLP``s, with the current weights."""
+        nets = []
+        first = self.weights[0]
+        for s in range(len(first)):
+            net = MLP(self.cfg).to(dtype=first.dtype, device=first.device)
+            with torch.no_grad():
+                for layer, W, b in zip(net.layers, self.weights, self.biases):
+                    layer.weight.copy_(W[s].T)
+                    layer.bias.copy_(b[s])
+            nets.append(net)
+        return nets
+
+
+def summed_cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    """Σ_s mean_i CE(logits[i, s], y_i): one mean cross-entropy per network.
+
+    Shapes:
+        logits: (B, S, K) from ``ParallelMLP``; y: (B,) integer classes.
+    """
+    B, S, K = logits.shape
+    # cross_entropy takes the classes in dimension 1: (B, K, S) against (B, S)
+    mean = nn.functional.cross_entropy(
+        logits.transpose(1, 2), y[:, None].expand(B, S)
+    )
+    return mean * S
+
+
 def count_params(d_in: int, hidden: Sequence[int], d_out: int) -> int:
-    """Weights and biases of an MLP: :math:`\\sum_l (n_{l-1} + 1)\\, n_l`."""
+    """Weights and biases of an MLP: Σ_l (n_{l−1} + 1) n_l."""
     sizes = [d_in, *hidden, d_out]
     return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
 
@@ -468,21 +593,26 @@ def count_params(d_in: int, hidden: Sequence[int], d_out: int) -> int:
 def width_for_budget(
     budget: int, depth: int, d_in: int = 784, d_out: int = 10
 ) -> int:
-    """The width :math:`h` of ``depth`` equal hidden layers whose MLP has about ``budget`` parameters.
+    """The width h of ``depth`` hidden layers for a budget of parameters.
 
-    The count is quadratic in :math:`h`:
-    :math:`P(h) = (L - 1)\\,h^2 + (d_{in} + L + d_{out})\\,h + d_{out}` for :math:`L` hidden layers.
-    We solve :math:`P(h) = ` ``budget`` and return whichever neighbouring integer comes closer.
+    For D = ``depth`` equal hidden layers the count is quadratic in h,
+
+        P(h) = (D − 1) h² + (d_in + D + d_out) h + d_out.
+
+    We solve P(h) = ``budget`` and return the neighbouring integer whose
+    count comes closer.
 
     Raises:
-        ValueError: ``depth`` < 1, or a budget too small for even one unit per layer.
+        ValueError: ``depth`` < 1, or a budget too small for even one unit
+            per layer.
     """
     if depth < 1:
         raise ValueError(f"depth must be at least 1 hidden layer, got {depth}")
     smallest = count_params(d_in, [1] * depth, d_out)
     if budget < smallest:
         raise ValueError(
-            f"budget={budget} is too small for {depth} hidden layers (one unit each needs {smallest})"
+            f"budget={budget} is too small for {depth} hidden layers (one "
+            f"unit each needs {smallest})"
         )
     a, b, c = depth - 1, d_in + depth + d_out, d_out - budget
     h = -c / b if a == 0 else (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)
@@ -495,22 +625,16 @@ def width_for_budget(
 
 @dataclass
 class BudgetStudyConfig:
-    """Deep versus wide: MLPs of several depths, each as wide as the parameter budget allows."""
+    """Deep versus wide: MLPs of several depths at one parameter budget."""
 
     budget: int = 100_000  # parameters of every network (weights and biases)
-    depths: tuple[int, ...] = (
-        1,
-        2,
-        4,
-        8,
-    )  # numbers of hidden layers to compare
-    seeds: tuple[int, ...] = (0, 1, 2)  # one training run per seed and depth
+    depths: tuple[int, ...] = (1, 2, 4, 8)  # numbers of hidden layers
+    seeds: tuple[int, ...] = (0, 1, 2)  # one network per seed and depth
     epochs: int = 10  # passes over the training set
     batch_size: int = 256  # examples per gradient step
-    lr: float = (
-        3e-3  # Adam's step size (Adam is the subject of a later chapter)
-    )
+    lr: float = 3e-3  # Adam's step size (Adam: a later chapter)
     activation: str = "relu"  # a key of ACTIVATIONS
+    batch_seed: int = 0  # seeds the order of the batches, the same for all
 
 
 def deep_vs_wide(
@@ -521,45 +645,61 @@ def deep_vs_wide(
     cfg: BudgetStudyConfig = BudgetStudyConfig(),
     device: torch.device | str = "cpu",
 ) -> list[dict]:
-    """Train one MLP per depth and seed at an equal parameter budget; return one record per run.
+    """Train one MLP per depth and seed at an equal parameter budget.
 
-    Every run sees the same data; the seed decides the initial weights and the batch order.
-    Each record holds ``depth``, ``width``, ``params``, ``seed``, and the final ``train_loss``,
-    ``train_acc``, ``test_loss``, ``test_acc``.
+    The seed decides a network's initial weights; every network sees the
+    same batches in the same order. The seeds of one depth are trained side
+    by side as one ``ParallelMLP`` (independent runs, batched to save time).
+    Returns one record per network, with ``depth``, ``width``, ``params``,
+    ``seed``, ``steps``, and the final ``train_loss``, ``train_acc``,
+    ``test_loss``, ``test_acc``.
     """
     from dlbook.config import seed_everything
     from dlbook.train import evaluate, fit
 
     d_in, d_out = x_train[0].numel(), int(y_train.max()) + 1
-    test = DataLoader(TensorDataset(x_test, y_test), batch_size=2048)
-    train_eval = DataLoader(TensorDataset(x_train, y_train), batch_size=2048)
+    # evaluation batches: plain slices (a DataLoader would index example by
+    # example, which costs more than the forward pass of these small MLPs)
+    test = list(zip(x_test.split(2048), y_test.split(2048)))
+    train_eval = list(zip(x_train.split(2048), y_train.split(2048)))
+    data = TensorDataset(x_train, y_train)
     records = []
     for depth in cfg.depths:
         width = width_for_budget(cfg.budget, depth, d_in, d_out)
+        shape = MLPConfig(d_in, (width,) * depth, d_out, cfg.activation)
+        nets = []
         for seed in cfg.seeds:
             seed_everything(seed)
-            model = MLP(
-                MLPConfig(d_in, (width,) * depth, d_out, cfg.activation)
-            ).to(device)
-            loader = DataLoader(
-                TensorDataset(x_train, y_train),
-                batch_size=cfg.batch_size,
-                shuffle=True,
-                generator=torch.Generator().manual_seed(seed),
-            )
-            fit(
-                model,
-                loader,
-                torch.optim.Adam(model.parameters(), lr=cfg.lr),
-                epochs=cfg.epochs,
-            )
-            tr, te = evaluate(model, train_eval), evaluate(model, test)
+            nets.append(MLP(shape))
+        model = ParallelMLP(nets).to(device)
+        # whole batches by one indexing (no per-example collation)
+        order = RandomSampler(
+            data, generator=torch.Generator().manual_seed(cfg.batch_seed)
+        )
+        loader = DataLoader(
+            data,
+            sampler=BatchSampler(order, cfg.batch_size, drop_last=False),
+            batch_size=None,
+        )
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, foreach=True)
+        fit(
+            model,
+            loader,
+            opt,
+            epochs=cfg.epochs,
+            loss_fn=summed_cross_entropy,
+            metrics={},
+        )
+        steps = cfg.epochs * len(loader)
+        for seed, net in zip(cfg.seeds, model.split()):
+            tr, te = evaluate(net, train_eval), evaluate(net, test)
             records.append(
                 dict(
                     depth=depth,
                     width=width,
-                    params=sum(p.numel() for p in model.parameters()),
+                    params=sum(p.numel() for p in net.parameters()),
                     seed=seed,
+                    steps=steps,
                     train_loss=tr["loss"],
                     train_acc=tr["acc"],
                     test_loss=te["loss"],

@@ -44,19 +44,20 @@ from dlbook.graphs.gcn import (
 
 
 def segment_softmax(src: Tensor, index: Tensor, num_segments: int) -> Tensor:
-    r"""Softmax over the entries of ``src`` that share an ``index``: one softmax per segment.
+    """Softmax over the entries of src that share an index: one per segment.
 
-    .. math::
-        \alpha_e = \frac{\exp(s_e - m_{k})}{\sum_{e' : \mathrm{index}_{e'} = k} \exp(s_{e'} - m_k)},
-        \qquad k = \mathrm{index}_e, \quad m_k = \max_{e' : \mathrm{index}_{e'} = k} s_{e'}.
+    For an edge e in segment k = index[e],
 
-    Subtracting each segment's maximum keeps ``exp`` from overflowing and does not change the
-    result; the maximum is taken out of the autograd graph (the softmax's gradient does not
-    depend on it).
+        α_e = exp(s_e - m_k) / Σ_{e' in segment k} exp(s_e' - m_k),
+
+    where m_k is the largest score in segment k. Subtracting it keeps exp
+    from overflowing and does not change the result; it is taken out of
+    the autograd graph (the softmax's gradient does not depend on it).
 
     Shapes:
-        src: (E, *), e.g. (E, H) scores of E edges for H heads. index: (E,) segment of each
-        row, in ``[0, num_segments)``. output: same shape as ``src``.
+        src: (E, *), e.g. (E, H) scores of E edges for H heads.
+        index: (E,) segment of each row, in [0, num_segments).
+        output: same shape as src.
     """
     size = (num_segments,) + tuple(src.shape[1:])
     expanded = index.view((-1,) + (1,) * (src.dim() - 1)).expand_as(src)
@@ -194,7 +195,7 @@ class GATConv(nn.Module):
     def score(
         self, h_src: Tensor, h_dst: Tensor, src: Tensor, dst: Tensor
     ) -> Tensor:
-        """The attention logits e_ij of the edges j -> i, one per head. Shape: (E, H)."""
+        """The attention logits e_ij of the edges j -> i, (E, H)."""
         score_src = (h_src * self.att_src).sum(-1)  # (N, H): a_src^T W h_j
         score_dst = (h_dst * self.att_dst).sum(-1)  # (N, H): a_dst^T W h_i
         return F.leaky_relu(
@@ -512,7 +513,10 @@ def micro_f1(logits: Tensor, target: Tensor) -> float:
 
 
 def collate(graphs: Sequence) -> tuple[Tensor, Tensor, Tensor]:
-    """Put graphs side by side as one disconnected graph: stack features and labels, shift edges.
+    """Put graphs side by side as one disconnected graph.
+
+    Stacks the features and labels, and shifts each graph's node ids by the
+    number of nodes before it.
 
     Shapes:
         output: x (ΣN, F), edge_index (2, ΣE), y (ΣN, L).

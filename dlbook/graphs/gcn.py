@@ -125,23 +125,24 @@ def gcn_norm(
     improved: bool = False,
     dtype: torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """The renormalized adjacency D̂^{-1/2} Â D̂^{-1/2} as an edge list with one weight per edge.
+    """The renormalized adjacency D̂^-½ Â D̂^-½ as one weight per edge.
 
-    The degree of node ``i`` is the sum of the weights of the edges *into* ``i`` (its row of Â
-    when messages flow ``j -> i``). A node of degree zero (isolated, without self-loops) gets
-    weight 0 instead of ``inf``.
+    The degree d̂_i of node i is the sum of the weights of the edges into i
+    (its row of Â when messages flow j -> i). A node of degree zero
+    (isolated, without self-loops) gets weight 0 instead of infinity.
 
     Args:
         edge_index: (2, E) source and target node ids.
         num_nodes: N, the number of nodes.
-        edge_weight: (E,) weights of A; ``None`` means all ones.
-        add_self_loops: use Â = A + I (the renormalization trick); ``False`` normalizes A itself.
-        improved: use Â = A + 2I (the variant Kipf & Welling mention, PyG's ``improved=True``).
-        dtype: dtype of the weights when ``edge_weight`` is ``None``.
+        edge_weight: (E,) weights of A; None means all ones.
+        add_self_loops: use Â = A + I (the renormalization trick); False
+            normalizes A itself.
+        improved: use Â = A + 2I (the variant Kipf & Welling mention).
+        dtype: dtype of the weights when edge_weight is None.
 
     Returns:
-        ``(edge_index, weight)``: the edges of Â (self-loops appended) and their weights
-        ``d̂_j^{-1/2} Â_ij d̂_i^{-1/2}``.
+        (edge_index, weight): the edges of Â (self-loops appended) and
+        their weights Â_ij / sqrt(d̂_i d̂_j).
     """
     if add_self_loops:
         edge_index, edge_weight = add_remaining_self_loops(
@@ -162,15 +163,18 @@ def gcn_norm(
 def propagate(
     x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None
 ) -> Tensor:
-    """Sum the (weighted) messages of each node's in-neighbours: ``out_i = Σ_{(j,i)} w_ji x_j``.
+    """Sum the weighted messages of each node's in-neighbours.
 
-    Gathers the source rows (``index_select``), scales them, and adds them into the target
-    rows (``index_add_``). Autograd differentiates both, so the backward pass is the same two
-    operations with source and target swapped.
+    out_i = Σ_j w_ji x_j over the edges j -> i. Gathers the source rows
+    (index_select), scales them, and adds them into the target rows
+    (index_add_). Autograd differentiates both, so the backward pass is the
+    same two operations with source and target swapped.
 
     Shapes:
-        x: (N, *) node features (any trailing shape, e.g. (N, H, C) for H heads).
-        edge_index: (2, E); edge_weight: (E,) or (E, *) broadcastable against x's trailing shape.
+        x: (N, *) node features (any trailing shape, e.g. (N, H, C) for H
+            heads).
+        edge_index: (2, E); edge_weight: (E,) or (E, *), broadcastable
+            against the trailing shape of x.
         output: same shape as x.
     """
     src, dst = edge_index
@@ -444,11 +448,11 @@ class TrainConfig:
         5e-4  # L2 penalty on the parameters the model's param_groups names
     )
     epochs: int = 200  # the most epochs to train
-    stopping: str = "window"  # "window" (Kipf & Welling), "patience" (Velickovic et al.) or "none"
-    patience: int = 10  # "window": its length; "patience": epochs without improvement before stopping
+    stopping: str = "window"  # "window" (Kipf & Welling), "patience" (Velickovic et al.), "accuracy" or "none"
+    patience: int = 10  # "window": its length; "patience", "accuracy": epochs without improvement before stopping
 
 
-STOPPING = ("window", "patience", "none")
+STOPPING = ("window", "patience", "accuracy", "none")
 
 GCN_PROTOCOL = TrainConfig(
     lr=0.01, weight_decay=5e-4, epochs=200, stopping="window", patience=10
@@ -512,32 +516,40 @@ def _accuracy(logits: Tensor, y: Tensor) -> float:
 def train_node_classifier(
     model: nn.Module, data, config: TrainConfig | None = None
 ) -> NodeResult:
-    """Train ``model`` on the labelled nodes of one graph, full batch, with Adam.
+    """Train model on the labelled nodes of one graph, full batch, with Adam.
 
-    Every epoch is one gradient step on the cross-entropy of the training nodes, then an
-    evaluation (dropout off) of the validation and test nodes. Stopping rules:
+    Every epoch is one gradient step on the cross-entropy of the training
+    nodes, then an evaluation (dropout off) of the validation and test
+    nodes. Stopping rules:
 
-    * ``"window"`` (Kipf & Welling's code): stop once the validation loss exceeds the mean of
-      the previous ``patience`` epochs'; test the last model.
-    * ``"patience"`` (Velickovic et al.'s code): keep the model of the last epoch at which
-      the validation accuracy and loss were both at least as good as their best so far;
-      stop after ``patience`` epochs in which neither improved; test the kept model.
-    * ``"none"``: train all ``epochs``; test the last model.
+    * "window" (Kipf & Welling's code): stop once the validation loss
+      exceeds the mean of the previous `patience` epochs'; test the last
+      model.
+    * "patience" (Velickovic et al.'s code): keep the model of the last
+      epoch at which the validation accuracy and loss were both at least as
+      good as their best so far; stop after `patience` epochs in which
+      neither improved; test the kept model.
+    * "accuracy": keep the model of the epoch with the best validation
+      accuracy (the first, on ties); stop after `patience` epochs without a
+      better one; test the kept model.
+    * "none": train all `epochs`; test the last model.
 
-    The test nodes never influence training or stopping. Seed before building the model
-    (:func:`dlbook.config.seed_everything`) for a repeatable run.
+    The test nodes never influence training or stopping. Seed before
+    building the model (dlbook.config.seed_everything) for a repeatable run.
 
     Args:
-        model: maps ``(x, edge_index)`` to logits (N, C); its ``param_groups(weight_decay)``
-            says which parameters are decayed (all of them if it has no such method).
-        data: a PyG ``Data`` with ``x``, ``edge_index``, ``y`` and boolean ``train_mask``,
-            ``val_mask``, ``test_mask``, on the model's device.
+        model: maps (x, edge_index) to logits (N, C); its
+            param_groups(weight_decay) says which parameters are decayed
+            (all of them if it has no such method).
+        data: a PyG Data with x, edge_index, y and boolean train_mask,
+            val_mask, test_mask, on the model's device.
         config: learning rate, weight decay, epochs, stopping rule.
     """
     config = config or TrainConfig()
     if config.stopping not in STOPPING:
         raise ValueError(
-            f"stopping must be one of {', '.join(STOPPING)}, got {config.stopping!r}"
+            f"stopping must be one of {', '.join(STOPPING)}, "
+            f"got {config.stopping!r}"
         )
     groups = (
         model.param_groups(config.weight_decay)
@@ -555,6 +567,7 @@ def train_node_classifier(
         k: [] for k in ("train_loss", "val_loss", "val_acc", "test_acc")
     }
     stopper, kept, kept_state = PatienceStop(config.patience), 0, None
+    best_acc, waited = -math.inf, 0
     for epoch in range(1, config.epochs + 1):
         model.train()
         opt.zero_grad(set_to_none=True)
@@ -588,7 +601,15 @@ def train_node_classifier(
                 kept_state = (epoch, copy.deepcopy(model.state_dict()))
             if stop:
                 break
-    if config.stopping == "patience" and kept_state is not None:
+        elif config.stopping == "accuracy":
+            if val_acc > best_acc:
+                best_acc, waited = val_acc, 0
+                kept_state = (epoch, copy.deepcopy(model.state_dict()))
+            else:
+                waited += 1
+                if waited == config.patience:
+                    break
+    if config.stopping in ("patience", "accuracy") and kept_state is not None:
         kept = kept_state[0]
         model.load_state_dict(kept_state[1])
     model.eval()

@@ -108,7 +108,7 @@ class _Capture:
 
 @contextmanager
 def capture(model: nn.Module, layer: nn.Module | str) -> Iterator[_Capture]:
-    """Record the output of ``layer`` in a forward pass; the hook is removed on exit, always."""
+    """Record the output of `layer` in a forward pass; always unhook on exit."""
     name, module = resolve_layer(model, layer)
     cap = _Capture(name, module)
     handle = module.register_forward_hook(cap.hook)
@@ -188,19 +188,21 @@ class BaseCAM:
         return t
 
     def __call__(self, x: torch.Tensor, target: Target = None) -> CAMResult:
-        """Explain ``target`` (default: each image's top prediction) for the batch ``x``."""
+        """Explain `target` (default: each image's top class) for batch x."""
         if not isinstance(x, torch.Tensor) or x.ndim != 4:
             shape = getattr(x, "shape", type(x))
             raise ValueError(
                 f"x must be a batch of images (B, C, H, W), got {shape}"
             )
         device = next(self.model.parameters()).device
-        # A leaf that needs a gradient keeps the graph even when the weights are frozen.
+        # A leaf that needs a gradient keeps the graph even when the weights
+        # are frozen.
         x = x.to(device).detach().requires_grad_(True)
         with capture(self.model, self.layer) as cap, torch.enable_grad():
             logits = self.model(x)
             targets = self._targets(target, logits)
-            # The images of a batch are independent: the sum's gradient is each one's own.
+            # The images of a batch are independent: the gradient of the sum
+            # is each image's own.
             score = logits.gather(1, targets[:, None]).sum()
             (grads,) = torch.autograd.grad(score, cap.activation)
         activations = cap.activation.detach()  # (B, K, h, w)
@@ -227,9 +229,12 @@ def _minmax(m: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
 
 
 class GradCAM(BaseCAM):
-    """Grad-CAM (Selvaraju et al. 2017, eq. 1): the weight of map k is its average gradient,
+    """Grad-CAM (Selvaraju et al. 2017, eq. 1): weights are mean gradients.
 
-    .. math:: \\alpha_k^c = \\frac{1}{Z} \\sum_i \\sum_j \\frac{\\partial y^c}{\\partial A^k_{ij}}.
+    The weight of feature map k is the average over its Z = h w positions of
+    the gradient of the class score y^c:
+
+        alpha_k^c = (1/Z) Σ_ij ∂y^c/∂A^k_ij.
     """
 
     def weights(
@@ -281,12 +286,13 @@ class _GuidedReLU(torch.autograd.Function):
 
 @contextmanager
 def guided_relus(model: nn.Module) -> Iterator[int]:
-    """Make every ``nn.ReLU`` and ``nn.ReLU6`` of ``model`` guided in the block; yields how many.
+    """Make every nn.ReLU and nn.ReLU6 of `model` guided; yields how many.
 
-    A forward hook replaces each ReLU's output by :class:`_GuidedReLU` applied to its input,
-    so nothing in the model is swapped or edited; the hooks are removed on exit. An in-place
-    ReLU has already overwritten its input with the output when the hook runs; the positive
-    entries, and hence the guided backward pass, are the same.
+    A forward hook replaces each ReLU's output by _GuidedReLU applied to its
+    input, so nothing in the model is swapped or edited; the hooks are removed
+    on exit. An in-place ReLU has already overwritten its input with the output
+    when the hook runs; the positive entries, and hence the guided backward
+    pass, are the same.
     """
     handles = []
 

@@ -1,12 +1,12 @@
-"""Optimization: optimizers, learning-rate schedules and the range test, initialization and depth.
+"""Optimization: optimizers, learning rates, initialization and depth.
 
 One module per chapter of the book's "Optimization" part:
 
-* :mod:`dlbook.optimization.optimizers` -- SGD, momentum, Nesterov, RMSprop, Adam, AdamW
-  (``book/optimization/optimizers.md``);
-* :mod:`dlbook.optimization.learning_rate` -- schedules and the learning-rate range test
-  (``book/optimization/learning-rate.md``);
-* :mod:`dlbook.optimization.initialization` -- Xavier and He initialization, per-layer
-  signal statistics, deep MLPs with and without normalization and residual connections
-  (``book/optimization/initialization.md``).
+* ``dlbook.optimization.optimizers``: SGD, momentum, Nesterov, RMSprop,
+  Adam, AdamW (``book/optimization/optimizers.md``);
+* ``dlbook.optimization.learning_rate``: schedules and the learning-rate
+  range test (``book/optimization/learning-rate.md``);
+* ``dlbook.optimization.initialization``: Xavier and He initialization,
+  per-layer signal statistics, deep MLPs with and without normalization and
+  residual connections (``book/optimization/initialization.md``).
 """

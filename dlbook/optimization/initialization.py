@@ -1,17 +1,19 @@
-"""Weight initialization and depth: Xavier and He from scratch, per-layer signal statistics, deep MLPs.
+"""Weight initialization and depth: Xavier, He, signal statistics, deep MLPs.
 
-Glorot & Bengio (2010) choose the variance of each layer's weights so that the variance of
-the activations (forward) and of the gradients (backward) stays the same from layer to
-layer: :math:`\\mathrm{Var}[W] = 2 / (n_\\text{in} + n_\\text{out})` for a linear or tanh
-network. He et al. (2015) redo the forward computation for ReLU, which zeroes half of its
-input: :math:`\\mathrm{Var}[W] = 2 / n_\\text{in}`. :func:`layer_statistics` measures what
-each scheme does to a deep network, layer by layer, and :class:`DeepMLP` is the network of
-the chapter: a stack of equal-width layers, with optional batch normalization (Ioffe &
-Szegedy 2015) and residual connections (He et al. 2016).
+Glorot & Bengio (2010) choose the variance of each layer's weights so that
+the variance of the activations (forward) and of the gradients (backward)
+stays the same from layer to layer: Var[W] = 2 / (n_in + n_out) for a
+linear or tanh network. He et al. (2015) redo the forward computation for
+ReLU, which zeroes half of its input: Var[W] = 2 / n_in.
+``layer_statistics`` measures what each scheme does to a deep network, layer
+by layer, and ``DeepMLP`` is the network of the chapter: a stack of
+equal-width layers, with optional batch normalization (Ioffe & Szegedy 2015)
+and residual connections (He et al. 2016).
 
-Checked against: ``torch.nn.init.calculate_gain``, ``xavier_uniform_``, ``xavier_normal_``,
-``kaiming_uniform_`` and ``kaiming_normal_``: the same numbers from the same random generator,
-and the variances the derivation predicts (``tests/optimization/test_initialization.py``).
+Checked against: ``torch.nn.init.calculate_gain``, ``xavier_uniform_``,
+``xavier_normal_``, ``kaiming_uniform_`` and ``kaiming_normal_``: the same
+numbers from the same random generator, and the variances the derivation
+predicts (``tests/optimization/test_initialization.py``).
 
 Chapter: ``book/optimization/initialization.md``.
 """
@@ -27,33 +29,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# --- the initializers -----------------------------------------------------------------------
+# --- the initializers -------------------------------------------------------
 
 
 def fans(weight: torch.Tensor) -> tuple[int, int]:
-    """``(fan_in, fan_out)`` of a weight: inputs and outputs per unit, counting a kernel's area.
+    """``(fan_in, fan_out)`` of a weight: the inputs and outputs per unit.
 
-    A linear weight has shape (out, in); a convolution's (out, in, *kernel), and each of its
-    outputs sees ``in * prod(kernel)`` inputs.
+    A linear weight has shape (out, in); a convolution's (out, in, *kernel),
+    and each of its outputs sees ``in * prod(kernel)`` inputs.
     """
     if weight.ndim < 2:
         raise ValueError(
-            f"weight must have at least 2 dimensions (out, in, ...), got shape {tuple(weight.shape)}"
+            "weight must have at least 2 dimensions (out, in, ...), got "
+            f"shape {tuple(weight.shape)}"
         )
     receptive = math.prod(weight.shape[2:])
     return weight.shape[1] * receptive, weight.shape[0] * receptive
 
 
 def gain(nonlinearity: str, param: float | None = None) -> float:
-    """The factor by which a nonlinearity's output standard deviation must be restored.
+    """The factor that restores a nonlinearity's output standard deviation.
 
-    ReLU keeps half of a symmetric input, so :math:`E[\\phi(y)^2] = \\mathrm{Var}[y]/2` and the
-    gain is :math:`\\sqrt 2`; leaky ReLU with slope :math:`a` keeps :math:`(1 + a^2)/2`; tanh's
-    5/3 and SELU's 3/4 are PyTorch's conventions.
+    ReLU keeps half of a symmetric input, so E[φ(y)²] = Var[y] / 2 and the
+    gain is √2; leaky ReLU with slope a keeps (1 + a²)/2; tanh's 5/3 and
+    SELU's 3/4 are PyTorch's conventions.
 
     Args:
-        nonlinearity: ``"linear"``, ``"conv2d"``, ``"sigmoid"``, ``"tanh"``, ``"relu"``,
-            ``"leaky_relu"`` or ``"selu"``.
+        nonlinearity: ``"linear"``, ``"conv2d"``, ``"sigmoid"``, ``"tanh"``,
+            ``"relu"``, ``"leaky_relu"`` or ``"selu"``.
         param: the negative slope of ``leaky_relu`` (default 0.01).
     """
     if nonlinearity in ("linear", "conv1d", "conv2d", "conv3d", "sigmoid"):
@@ -68,13 +71,13 @@ def gain(nonlinearity: str, param: float | None = None) -> float:
     if nonlinearity == "selu":
         return 3.0 / 4
     raise ValueError(
-        f"nonlinearity must be one of linear, conv2d, sigmoid, tanh, relu, leaky_relu, selu; "
-        f"got {nonlinearity!r}"
+        "nonlinearity must be one of linear, conv2d, sigmoid, tanh, relu, "
+        f"leaky_relu, selu; got {nonlinearity!r}"
     )
 
 
 def xavier_std(weight: torch.Tensor, gain_: float = 1.0) -> float:
-    r"""Glorot & Bengio's standard deviation: :math:`g \sqrt{2 / (n_\text{in} + n_\text{out})}`."""
+    """Glorot & Bengio's standard deviation: g √(2 / (n_in + n_out))."""
     fan_in, fan_out = fans(weight)
     return gain_ * math.sqrt(2.0 / (fan_in + fan_out))
 
@@ -85,10 +88,11 @@ def he_std(
     param: float | None = None,
     mode: str = "fan_in",
 ) -> float:
-    r"""He et al.'s standard deviation: :math:`g / \sqrt{n}`, with :math:`n` the fan-in (or fan-out)."""
+    """He et al.'s standard deviation g / √n, n the fan-in (or the fan-out)."""
     if mode not in ("fan_in", "fan_out"):
         raise ValueError(
-            f"mode must be 'fan_in' (preserve the forward signal) or 'fan_out' (the backward one), got {mode!r}"
+            "mode must be 'fan_in' (preserve the forward signal) or "
+            f"'fan_out' (the backward one), got {mode!r}"
         )
     fan_in, fan_out = fans(weight)
     return gain(nonlinearity, param) / math.sqrt(
@@ -102,7 +106,10 @@ def xavier_uniform_(
     gain_: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    r"""Fill ``weight`` from :math:`U(-a, a)`, :math:`a = \sqrt 3\,\sigma_\text{Xavier}` (a uniform's variance is :math:`a^2/3`)."""
+    """Fill ``weight`` from U(−a, a), a = √3 σ_Xavier.
+
+    A uniform distribution on (−a, a) has variance a²/3.
+    """
     a = math.sqrt(3.0) * xavier_std(weight, gain_)
     return weight.uniform_(-a, a, generator=generator)
 
@@ -113,7 +120,7 @@ def xavier_normal_(
     gain_: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    r"""Fill ``weight`` from :math:`N(0, \sigma_\text{Xavier}^2)`."""
+    """Fill ``weight`` from N(0, σ_Xavier²)."""
     return weight.normal_(0.0, xavier_std(weight, gain_), generator=generator)
 
 
@@ -125,7 +132,7 @@ def kaiming_uniform_(
     nonlinearity: str = "leaky_relu",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    r"""Fill ``weight`` from :math:`U(-b, b)`, :math:`b = \sqrt 3\,\sigma_\text{He}`; ``a`` is the leaky slope."""
+    """Fill ``weight`` from U(−b, b), b = √3 σ_He; ``a`` is the leaky slope."""
     bound = math.sqrt(3.0) * he_std(weight, nonlinearity, a, mode)
     return weight.uniform_(-bound, bound, generator=generator)
 
@@ -138,25 +145,27 @@ def kaiming_normal_(
     nonlinearity: str = "leaky_relu",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    r"""Fill ``weight`` from :math:`N(0, \sigma_\text{He}^2)`; ``a`` is the leaky slope."""
+    """Fill ``weight`` from N(0, σ_He²); ``a`` is the leaky slope."""
     return weight.normal_(
         0.0, he_std(weight, nonlinearity, a, mode), generator=generator
     )
 
 
-# --- the network of the chapter --------------------------------------------------------------
+# --- the network of the chapter ---------------------------------------------
 
 
 @dataclass
 class MLPConfig:
-    """A deep MLP of equal-width layers (see :class:`DeepMLP`)."""
+    """A deep MLP of equal-width layers (see ``DeepMLP``)."""
 
-    depth: int = 10  # number of hidden width -> width layers (blocks), between the input layer and the head
+    # hidden width -> width layers (blocks) between the input layer and head
+    depth: int = 10
     width: int = 128  # units per hidden layer
     in_features: int = 784  # input size (a flattened 28 x 28 digit)
     num_classes: int = 10  # output size
     activation: str = "relu"  # "relu" or "tanh"
-    init: str = "he"  # "he", "xavier", or "normal" (N(0, init_std^2), the same for every layer)
+    # "he", "xavier", or "normal" (N(0, init_std^2), the same in every layer)
+    init: str = "he"
     init_std: float = 0.01  # the standard deviation of the "normal" scheme
     norm: bool = False  # batch normalization before each activation
     residual: bool = False  # add each block's input to its output
@@ -185,10 +194,12 @@ class MLPConfig:
 
 
 class Block(nn.Module):
-    r"""One hidden layer in pre-activation form (He et al. 2016b): :math:`f(h) = W\,\phi(N(h)) + b`.
+    """One hidden layer in pre-activation form (He et al. 2016b).
 
-    The block returns :math:`f(h)` (plain) or :math:`h + f(h)` (residual); :math:`N` is batch
-    normalization or the identity.
+        f(h) = W φ(N(h)) + b
+
+    The block returns f(h) (plain) or h + f(h) (residual); N is batch
+    normalization or the identity, φ the activation.
     """
 
     def __init__(
@@ -206,21 +217,23 @@ class Block(nn.Module):
 
 
 class DeepMLP(nn.Module):
-    r"""An input layer, ``depth`` equal-width blocks and a classifier (see :class:`MLPConfig`).
+    """An input layer, ``depth`` equal-width blocks and a classifier.
 
-    .. math::
+        h_0 = W_0 x + b_0,
+        h_l = W_l φ(N(h_{l−1})) + b_l          (plain), or
+        h_l = h_{l−1} + W_l φ(N(h_{l−1})) + b_l (residual), l = 1, ..., D,
+        logits = W_{D+1} φ(N(h_D)) + b_{D+1}.
 
-        h_0 = W_0 x + b_0, \qquad h_l = [h_{l-1} +]\; W_l\, \phi(N(h_{l-1})) + b_l, \qquad
-        \text{logits} = W_{L+1}\, \phi(N(h_L)) + b_{L+1}.
-
-    Every linear layer is initialized by the chosen scheme, biases at zero: ``"he"`` uses
-    :func:`kaiming_normal_` for the activation, ``"xavier"`` uses :func:`xavier_normal_` with
-    gain 1 (Glorot & Bengio's choice), ``"normal"`` a fixed standard deviation. With He
-    initialization and no normalization, :math:`E[h_l^2]` is the same for every plain layer
-    and doubles at every residual one.
+    Every linear layer is initialized by the chosen scheme (``MLPConfig``),
+    biases at zero: ``"he"`` uses ``kaiming_normal_`` for the activation,
+    ``"xavier"`` uses ``xavier_normal_`` with gain 1 (Glorot & Bengio's
+    choice), ``"normal"`` a fixed standard deviation. With He initialization
+    and no normalization, E[h_l²] is the same for every plain layer and
+    doubles at every residual one.
 
     Shapes:
-        x: (B, in_features) or (B, C, H, W) with C*H*W = in_features; output: (B, num_classes).
+        x: (B, in_features), or (B, C, H, W) with C*H*W = in_features.
+        output: (B, num_classes).
     """
 
     def __init__(
@@ -256,14 +269,15 @@ class DeepMLP(nn.Module):
         return [self.stem] + [b.linear for b in self.blocks] + [self.head]
 
     def layers(self) -> list[nn.Module]:
-        """The modules whose outputs are the hidden representations h_0 .. h_L."""
+        """The modules whose outputs are the hidden representations h_0..D."""
         return [self.stem, *self.blocks]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.flatten(1)
         if h.shape[1] != self.config.in_features:
             raise ValueError(
-                f"x has {h.shape[1]} features per example, the model expects {self.config.in_features}"
+                f"x has {h.shape[1]} features per example, the model expects "
+                f"{self.config.in_features}"
             )
         h = self.stem(h)
         for block in self.blocks:
@@ -271,30 +285,44 @@ class DeepMLP(nn.Module):
         return self.head(self.head_act(self.head_norm(h)))
 
 
-# --- measuring the signal, layer by layer ---------------------------------------------------
+# --- measuring the signal, layer by layer -----------------------------------
 
 
 @dataclass
 class LayerStats:
-    """Per-layer statistics of one forward and backward pass (index 0 is the input layer's output h_0).
+    """Per-layer statistics of one forward and backward pass, in float64.
+
+    Index 0 is the input layer's output h_0. The statistics are computed in
+    float64 from the float32 tensors: a float32 gradient of 1e-30 is a
+    perfectly good number, but its square (1e-60) is below float32's range,
+    so a float32 norm or standard deviation of it would underflow to 0.
 
     Shapes:
-        activation_std: (L + 1,), the standard deviation of each hidden representation h_l.
-        backward_std: (L + 1,), the standard deviation of dL/dh_l, the gradient reaching it.
-        weight_grad_norm: (L + 2,), the Frobenius norm of dL/dW for every linear layer, head last.
+        activation_std: (D + 1,), the standard deviation of each hidden
+            representation h_l.
+        backward_std: (D + 1,), the standard deviation of ∂ℒ/∂h_l, the
+            gradient reaching it.
+        weight_grad_norm: (D + 2,), the Frobenius norm of ∂ℒ/∂W for every
+            linear layer, head last.
+        weight_grad_nonzero: (D + 2,), the fraction of the entries of each
+            ∂ℒ/∂W that are not exactly zero.
     """
 
     activation_std: torch.Tensor
     backward_std: torch.Tensor
     weight_grad_norm: torch.Tensor
+    weight_grad_nonzero: torch.Tensor
 
 
 @contextmanager
 def recording(
     modules: list[nn.Module],
 ) -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor | None]]]:
-    """Record each module's output, and the gradient that reaches it; the hooks are removed on exit."""
-    outputs: list[torch.Tensor] = [None] * len(modules)  # type: ignore[list-item]
+    """Record each module's output and the gradient that reaches it.
+
+    The hooks are removed on exit.
+    """
+    outputs: list[torch.Tensor] = [None] * len(modules)  # type: ignore
     grads: list[torch.Tensor | None] = [None] * len(modules)
 
     def make_hook(i: int) -> Callable:
@@ -325,21 +353,28 @@ def layer_statistics(
         [torch.Tensor, torch.Tensor], torch.Tensor
     ] = F.cross_entropy,
 ) -> LayerStats:
-    """One forward and backward pass on ``(x, y)``, recording every layer (see :class:`LayerStats`).
+    """One forward and backward pass on ``(x, y)``, recording every layer.
 
-    The model's ``.grad`` fields are overwritten; the model is left in the mode it was in.
+    Returns a ``LayerStats``. The model's ``.grad`` fields are overwritten;
+    the model is left in the mode it was in.
     """
     model.zero_grad(set_to_none=True)
     with recording(model.layers()) as (outputs, grads):
         loss_fn(model(x), y).backward()
     if any(g is None for g in grads):
         raise RuntimeError(
-            "a hidden layer received no gradient; is the loss connected to every layer?"
+            "a hidden layer received no gradient; is the loss connected to "
+            "every layer?"
         )
+    weight_grads = [lin.weight.grad for lin in model.linears()]
+    # float64: the squares inside a std or norm of tiny values underflow
     return LayerStats(
-        activation_std=torch.stack([o.float().std() for o in outputs]),
-        backward_std=torch.stack([g.float().std() for g in grads]),
+        activation_std=torch.stack([o.double().std() for o in outputs]),
+        backward_std=torch.stack([g.double().std() for g in grads]),
         weight_grad_norm=torch.stack(
-            [lin.weight.grad.norm() for lin in model.linears()]
+            [g.double().norm() for g in weight_grads]
+        ),
+        weight_grad_nonzero=torch.stack(
+            [(g != 0).double().mean() for g in weight_grads]
         ),
     )

@@ -1,26 +1,28 @@
 """Learning-rate schedules and the learning-rate range test, from scratch.
 
-A schedule is a small dataclass holding its hyperparameters, with ``lr(t)`` (and, for the
-cyclical policies, ``momentum(t)``) in closed form: the learning rate to use at optimizer
-step ``t = 0, 1, 2, ...``. :class:`Scheduled` turns any schedule into a
-``torch.optim.lr_scheduler.LRScheduler``, so it plugs into :func:`dlbook.train.fit` and
-into checkpoints like PyTorch's own schedulers.
+A schedule is a small dataclass holding its hyperparameters, with ``lr(t)``
+(and, for the cyclical policies, ``momentum(t)``) in closed form: the
+learning rate to use at optimizer step t = 0, 1, 2, ... ``Scheduled`` turns
+any schedule into a ``torch.optim.lr_scheduler.LRScheduler``, so it plugs
+into ``dlbook.train.fit`` and into checkpoints like PyTorch's own schedulers.
 
-* :class:`StepDecay` and :class:`ExponentialDecay`: the classic decays;
-* :class:`WarmupCosine`: linear warm-up (Goyal et al. 2017) then cosine annealing (Loshchilov &
-  Hutter 2017, without restarts);
-* :class:`Cyclical`: Smith's cyclical learning rates (2017), triangular, triangular2 and exp_range;
-* :class:`OneCycle`: Smith & Topin's one-cycle policy (2019), with momentum cycled inversely.
+* ``StepDecay`` and ``ExponentialDecay``: the classic decays;
+* ``WarmupCosine``: linear warm-up (Goyal et al. 2017) then cosine annealing
+  (Loshchilov & Hutter 2017, without restarts);
+* ``Cyclical``: Smith's cyclical learning rates (2017), triangular,
+  triangular2 and exp_range;
+* ``OneCycle``: Smith & Topin's one-cycle policy (2019), with the momentum
+  cycled inversely.
 
-:func:`lr_range_test` is Smith's learning-rate range test (2017, section 3.3): train for a
-few hundred mini-batches while the rate grows exponentially, smooth the loss, stop when it
-diverges, and read a good rate off the curve.
+``lr_range_test`` is Smith's learning-rate range test (2017, section 3.3):
+train for a few hundred mini-batches while the rate grows exponentially,
+smooth the loss, stop when it diverges, and read a good rate off the curve.
 
 Checked against: ``torch.optim.lr_scheduler.StepLR``, ``ExponentialLR``,
-``SequentialLR(LinearLR, CosineAnnealingLR)``, ``CyclicLR`` and ``OneCycleLR`` (the same
-learning-rate and momentum sequences), and the range test against ``torch-lr-finder``
-(``LRFinder.range_test``: the same rates and smoothed losses)
-(``tests/optimization/test_learning_rate.py``).
+``SequentialLR(LinearLR, CosineAnnealingLR)``, ``CyclicLR`` and
+``OneCycleLR`` (the same learning-rate and momentum sequences), and the
+range test against ``torch-lr-finder`` (``LRFinder.range_test``: the same
+rates and smoothed losses), in ``tests/optimization/test_learning_rate.py``.
 
 Chapter: ``book/optimization/learning-rate.md``.
 """
@@ -48,7 +50,8 @@ def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
         or (value == 0 and not allow_zero)
     ):
         raise ValueError(
-            f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}"
+            f"{name} must be a {'non-negative' if allow_zero else 'positive'} "
+            f"number, got {value!r}"
         )
 
 
@@ -61,14 +64,14 @@ def _step_index(t: int) -> int:
 
 
 class Schedule:
-    """A learning rate as a function of the optimizer step; subclasses define :meth:`lr`."""
+    """A learning rate as a function of the step; subclasses define ``lr``."""
 
     def lr(self, t: int) -> float:
         """The learning rate for step ``t`` (0 is the first step)."""
         raise NotImplementedError
 
     def momentum(self, t: int) -> float | None:
-        """The momentum (or Adam's :math:`\\beta_1`) for step ``t``; ``None``: leave it alone."""
+        """The momentum (or Adam's β₁) for step ``t``; None: leave it alone."""
         return None
 
     def __call__(self, t: int) -> float:
@@ -92,7 +95,10 @@ class Constant(Schedule):
 
 @dataclass
 class StepDecay(Schedule):
-    r"""Multiply the rate by :math:`\gamma` every ``step_size`` steps: :math:`\eta_t = \eta_0 \gamma^{\lfloor t/s \rfloor}`."""
+    """Multiply the rate by γ every s steps: η_t = η₀ γ^⌊t/s⌋.
+
+    s is ``step_size``.
+    """
 
     lr0: float  # the initial learning rate eta_0
     step_size: int  # s: steps between two decays
@@ -112,7 +118,7 @@ class StepDecay(Schedule):
 
 @dataclass
 class ExponentialDecay(Schedule):
-    r"""Multiply the rate by :math:`\gamma` every step: :math:`\eta_t = \eta_0 \gamma^t`."""
+    """Multiply the rate by γ every step: η_t = η₀ γᵗ."""
 
     lr0: float  # the initial learning rate eta_0
     gamma: float  # the factor per step, a little below 1
@@ -127,21 +133,18 @@ class ExponentialDecay(Schedule):
 
 @dataclass
 class WarmupCosine(Schedule):
-    r"""Linear warm-up for :math:`W` steps, then a cosine down to :math:`\eta_{\min}` at step :math:`T`.
+    """Linear warm-up for W steps, then a cosine down to η_min at step T.
 
-    .. math::
+        η_t = η₀ (f + (1 − f) t / W)                        for t < W,
+        η_t = η_min + ½ (η₀ − η_min) (1 + cos(π (t − W) / (T − W)))
+                                                            for W ≤ t ≤ T,
 
-        \eta_t = \begin{cases}
-            \eta_0 \big(f + (1 - f)\, t / W\big) & t < W, \\
-            \eta_{\min} + \tfrac12 (\eta_0 - \eta_{\min})
-                \big(1 + \cos\big(\pi \tfrac{t - W}{T - W}\big)\big) & W \le t \le T,
-        \end{cases}
-
-    with :math:`f` the starting fraction of the warm-up. After :math:`T` the cosine
-    continues (it rises again), as PyTorch's ``CosineAnnealingLR`` does.
+    with f the starting fraction of the warm-up (``start_factor``). After T
+    the cosine continues (it rises again), as PyTorch's
+    ``CosineAnnealingLR`` does.
     """
 
-    lr0: float  # the peak learning rate eta_0, reached at the end of the warm-up
+    lr0: float  # the peak rate eta_0, reached at the end of the warm-up
     total_steps: int  # T: the step at which the rate reaches min_lr
     warmup_steps: int = 0  # W: steps of linear warm-up
     start_factor: float = 0.01  # f: the warm-up starts at f * lr0
@@ -151,14 +154,16 @@ class WarmupCosine(Schedule):
         _positive("lr0", self.lr0)
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(
-                f"warmup_steps must be a non-negative integer, got {self.warmup_steps!r}"
+                "warmup_steps must be a non-negative integer, got "
+                f"{self.warmup_steps!r}"
             )
         if (
             not isinstance(self.total_steps, int)
             or self.total_steps <= self.warmup_steps
         ):
             raise ValueError(
-                f"total_steps must be an integer larger than warmup_steps={self.warmup_steps}, "
+                "total_steps must be an integer larger than "
+                f"warmup_steps={self.warmup_steps}, "
                 f"got {self.total_steps!r}"
             )
         if not 0 < self.start_factor <= 1:
@@ -185,19 +190,18 @@ class WarmupCosine(Schedule):
 
 @dataclass
 class Cyclical(Schedule):
-    r"""Cyclical learning rates (Smith 2017): a triangle between ``base_lr`` and ``max_lr``.
+    """Cyclical learning rates (Smith 2017): triangles from base to max rate.
 
-    With cycle length :math:`2s` (``step_size_up`` + ``step_size_down``, equal by default),
-    cycle number :math:`c = \lfloor 1 + t / 2s \rfloor` and position :math:`x` in the cycle,
+    With cycle length 2s (``step_size_up`` + ``step_size_down``, equal by
+    default), cycle number c = ⌊1 + t/2s⌋ and position x in the cycle,
 
-    .. math::
+        η_t = η_base + (η_max − η_base) h(x) a(c, t),
 
-        \eta_t = \eta_{\text{base}} + (\eta_{\max} - \eta_{\text{base}})\, h(x)\, a(c, t),
-
-    where :math:`h` rises linearly from 0 to 1 and falls back, and the amplitude :math:`a` is 1
-    (``triangular``), :math:`2^{-(c-1)}` (``triangular2``) or :math:`\gamma^t` (``exp_range``).
-    If ``cycle_momentum``, the momentum moves the other way, from ``max_momentum`` at the
-    bottom of the triangle to ``base_momentum`` at the top.
+    where h rises linearly from 0 to 1 and falls back, and the amplitude a is
+    1 (``triangular``), 2^−(c−1) (``triangular2``) or γᵗ (``exp_range``).
+    If ``cycle_momentum``, the momentum moves the other way, from
+    ``max_momentum`` at the bottom of the triangle to ``base_momentum`` at
+    the top.
     """
 
     base_lr: float  # the lower rate, at the start of each cycle
@@ -219,7 +223,8 @@ class Cyclical(Schedule):
         _positive("max_lr", self.max_lr)
         if self.mode not in ("triangular", "triangular2", "exp_range"):
             raise ValueError(
-                f"mode must be 'triangular', 'triangular2' or 'exp_range', got {self.mode!r}"
+                "mode must be 'triangular', 'triangular2' or 'exp_range', "
+                f"got {self.mode!r}"
             )
         for name in ("step_size_up", "step_size_down"):
             value = getattr(self, name)
@@ -269,18 +274,17 @@ class Cyclical(Schedule):
 
 @dataclass
 class OneCycle(Schedule):
-    r"""The one-cycle policy (Smith & Topin 2019): one rise and one long fall, momentum mirrored.
+    """The one-cycle policy (Smith & Topin 2019): one rise and one long fall.
 
-    The rate rises from :math:`\eta_{\max}/d` to :math:`\eta_{\max}` over the first fraction
-    :math:`p` of the :math:`T` steps, then falls to :math:`\eta_{\max}/(d\, d_f)` at step
-    :math:`T-1`; each phase is a half cosine (or a straight line):
+    The rate rises from η_max/d to η_max over the first fraction p of the T
+    steps, then falls to η_max/(d d_f) at step T − 1; each phase is a half
+    cosine (or a straight line),
 
-    .. math::
+        anneal(a, b, u) = b + ½ (a − b) (1 + cos πu),   u in [0, 1].
 
-        \mathrm{anneal}(a, b, u) = b + \tfrac12 (a - b)\,(1 + \cos \pi u), \qquad u \in [0, 1].
-
-    The momentum does the opposite: ``max_momentum`` -> ``base_momentum`` -> ``max_momentum``.
-    With ``three_phase`` the fall mirrors the rise and a third phase annihilates the rate.
+    The momentum does the opposite: ``max_momentum`` -> ``base_momentum`` ->
+    ``max_momentum``. With ``three_phase`` the fall mirrors the rise and a
+    third phase annihilates the rate.
     """
 
     max_lr: float  # the peak rate, e.g. from the range test
@@ -302,7 +306,8 @@ class OneCycle(Schedule):
         _positive("max_lr", self.max_lr)
         if not isinstance(self.total_steps, int) or self.total_steps < 2:
             raise ValueError(
-                f"total_steps must be an integer >= 2, got {self.total_steps!r}"
+                "total_steps must be an integer >= 2, got "
+                f"{self.total_steps!r}"
             )
         if not 0 < self.pct_start < 1:
             raise ValueError(
@@ -334,7 +339,8 @@ class OneCycle(Schedule):
         t = _step_index(t)
         if t > self.total_steps:
             raise ValueError(
-                f"step {t} is past the schedule's total_steps={self.total_steps}"
+                f"step {t} is past the schedule's "
+                f"total_steps={self.total_steps}"
             )
         start = 0.0
         phases = self._phases()
@@ -369,17 +375,19 @@ class OneCycle(Schedule):
 
 
 class Scheduled(LRScheduler):
-    """Drive an optimizer with one of our schedules; a ``torch.optim.lr_scheduler.LRScheduler``.
+    """Drive an optimizer with one of our schedules (an ``LRScheduler``).
 
-    Call ``step()`` after every ``optimizer.step()``, as with PyTorch's schedulers. At
-    construction the optimizer gets the rate of step 0; after the ``k``-th call it has the
-    rate of step ``k``. A schedule that returns a momentum sets ``momentum`` (SGD, RMSprop)
-    or Adam's :math:`\\beta_1`.
+    Call ``step()`` after every ``optimizer.step()``, as with PyTorch's
+    schedulers. At construction the optimizer gets the rate of step 0; after
+    the k-th call it has the rate of step k. A schedule that returns a
+    momentum sets ``momentum`` (SGD, RMSprop) or Adam's β₁.
 
     Args:
         optimizer: any ``torch.optim.Optimizer``.
-        schedule: one :class:`Schedule` for every parameter group, or a list, one per group.
-        last_epoch: the index of the last step taken, -1 to start from the beginning.
+        schedule: one ``Schedule`` for every parameter group, or a list, one
+            per group.
+        last_epoch: the index of the last step taken, −1 to start from the
+            beginning.
     """
 
     def __init__(
@@ -395,25 +403,31 @@ class Scheduled(LRScheduler):
         )
         if len(schedules) != len(optimizer.param_groups):
             raise ValueError(
-                f"schedule: got {len(schedules)} schedules for {len(optimizer.param_groups)} parameter groups"
+                f"schedule: got {len(schedules)} schedules for "
+                f"{len(optimizer.param_groups)} parameter groups"
             )
         for s in schedules:
             if not isinstance(s, Schedule):
                 raise TypeError(
-                    f"schedule must be a Schedule (e.g. OneCycle), got {type(s).__name__}"
+                    "schedule must be a Schedule (e.g. OneCycle), got "
+                    f"{type(s).__name__}"
                 )
             if s.momentum(0) is not None and not any(
                 k in optimizer.defaults for k in ("momentum", "betas")
             ):
                 raise ValueError(
-                    f"{type(s).__name__} cycles the momentum but {type(optimizer).__name__} has none; "
+                    f"{type(s).__name__} cycles the momentum but "
+                    f"{type(optimizer).__name__} has none; "
                     "set cycle_momentum=False"
                 )
         self.schedules = list(schedules)
         super().__init__(optimizer, last_epoch)
 
     def state_dict(self) -> dict:
-        """The scheduler's state; the schedules are stored as plain values, so checkpoints load with ``weights_only``."""
+        """The scheduler's state, schedules as plain values.
+
+        Plain values, so that checkpoints load with ``weights_only``.
+        """
         state = {
             k: v
             for k, v in self.__dict__.items()
@@ -425,13 +439,18 @@ class Scheduled(LRScheduler):
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Restore the step count; the schedules are the ones given at construction and must equal the saved ones."""
+        """Restore the step count.
+
+        The schedules are the ones given at construction, and must equal the
+        saved ones.
+        """
         state = dict(state_dict)
         saved = state.pop("schedules")
         mine = [(type(s).__name__, dict(vars(s))) for s in self.schedules]
         if [tuple(x) for x in saved] != mine:
             raise ValueError(
-                f"the checkpoint was saved with schedules {saved}, this scheduler has {mine}"
+                f"the checkpoint was saved with schedules {saved}, this "
+                f"scheduler has {mine}"
             )
         self.__dict__.update(state)
 
@@ -447,7 +466,7 @@ class Scheduled(LRScheduler):
         return [s.lr(t) for s in self.schedules]
 
 
-# --- curvature: the largest stable rate -------------------------------------------------------
+# --- curvature: the largest stable rate --------------------------------------
 
 
 def top_hessian_eigenvalue(
@@ -460,16 +479,17 @@ def top_hessian_eigenvalue(
     iters: int = 30,
     seed: int = 0,
 ) -> float:
-    r"""The largest eigenvalue :math:`\lambda_{\max}` of the loss's Hessian on ``(x, y)``, by power iteration.
+    """The largest eigenvalue λ_max of the loss's Hessian, by power iteration.
 
-    Each iteration is one Hessian-vector product :math:`Hv = \nabla(\nabla L \cdot v)`
-    (Pearlmutter 1994), so the Hessian is never formed. Gradient descent on a quadratic with
-    this curvature is stable only for :math:`\eta < 2/\lambda_{\max}`. Power iteration finds
-    the eigenvalue largest in *magnitude*; for the loss of a network at initialization that is
-    the largest positive one.
+    Each iteration is one Hessian-vector product Hv = ∇(∇ℒ · v) (Pearlmutter
+    1994), so the Hessian is never formed. Gradient descent on a quadratic
+    with this curvature is stable only for η < 2/λ_max. Power iteration finds
+    the eigenvalue largest in magnitude; for the loss of a network at
+    initialization that is the largest positive one.
 
     Args:
-        model: the network (its parameters define the Hessian; ``.grad`` is not touched).
+        model: the network (its parameters define the Hessian; ``.grad`` is
+            not touched).
         x, y: the batch the loss is computed on.
         loss_fn: ``loss_fn(output, target)`` -> scalar.
         iters: power iterations.
@@ -488,29 +508,26 @@ def top_hessian_eigenvalue(
         norm = torch.sqrt(sum((a * a).sum() for a in v))
         v = [a / norm for a in v]
         hv = torch.autograd.grad(grads, params, v, retain_graph=True)
-        eigenvalue = sum(
-            (a * b).sum() for a, b in zip(hv, v)
-        ).item()  # Rayleigh quotient v^T H v
+        # the Rayleigh quotient vᵀHv
+        eigenvalue = sum((a * b).sum() for a, b in zip(hv, v)).item()
         v = [h.detach() for h in hv]
     return eigenvalue
 
 
-# --- the learning-rate range test -----------------------------------------------------------
+# --- the learning-rate range test --------------------------------------------
 
 
 @dataclass
 class RangeTestConfig:
-    """The settings of :func:`lr_range_test` (defaults as torch-lr-finder's ``range_test``)."""
+    """The settings of ``lr_range_test`` (defaults as torch-lr-finder's)."""
 
     start_lr: float = 1e-7  # the rate of the first mini-batch
-    end_lr: float = (
-        10.0  # the rate the test would reach at its last mini-batch
-    )
-    num_iter: int = (
-        100  # mini-batches over which the rate grows from start_lr to end_lr
-    )
-    smooth_f: float = 0.05  # weight of the new loss in the exponential moving average; 0: no smoothing
-    diverge_th: float = 5.0  # stop once the smoothed loss exceeds diverge_th times the best so far
+    end_lr: float = 10.0  # the rate the test would reach at its last batch
+    num_iter: int = 100  # batches over which the rate goes from start to end
+    # the weight of the new loss in the moving average; 0: no smoothing
+    smooth_f: float = 0.05
+    # stop once the smoothed loss exceeds diverge_th times the best so far
+    diverge_th: float = 5.0
 
     def __post_init__(self):
         _positive("start_lr", self.start_lr)
@@ -519,7 +536,8 @@ class RangeTestConfig:
             or self.end_lr <= self.start_lr
         ):
             raise ValueError(
-                f"end_lr must be larger than start_lr={self.start_lr}, got {self.end_lr!r}"
+                f"end_lr must be larger than start_lr={self.start_lr}, got "
+                f"{self.end_lr!r}"
             )
         if not isinstance(self.num_iter, int) or self.num_iter < 2:
             raise ValueError(
@@ -537,10 +555,11 @@ class RangeTestConfig:
 
 @dataclass
 class RangeTest:
-    """The result of :func:`lr_range_test`: one entry per mini-batch that was trained.
+    """The result of ``lr_range_test``: one entry per mini-batch trained.
 
-    ``lrs[i]`` is the rate used on mini-batch ``i``, ``raw_losses[i]`` its training loss and
-    ``losses[i]`` the smoothed loss. ``diverged`` says whether the test stopped early.
+    ``lrs[i]`` is the rate used on mini-batch i, ``raw_losses[i]`` its
+    training loss and ``losses[i]`` the smoothed loss. ``diverged`` says
+    whether the test stopped early.
     """
 
     lrs: list[float] = field(default_factory=list)
@@ -549,10 +568,11 @@ class RangeTest:
     diverged: bool = False
 
     def steepest(self, skip_start: int = 10, skip_end: int = 5) -> float:
-        """The rate where the smoothed loss falls fastest (torch-lr-finder's suggestion).
+        """The rate where the smoothed loss falls fastest (torch-lr-finder).
 
-        The slope is taken per mini-batch (``np.gradient`` of the loss), which on the
-        exponential grid is the slope against :math:`\\log\\eta` up to a constant.
+        The slope is taken per mini-batch (``np.gradient`` of the loss),
+        which on the exponential grid is the slope against log η up to a
+        constant.
         """
         lrs, losses = self._trim(skip_start, skip_end)
         return float(lrs[int(np.gradient(losses).argmin())])
@@ -560,7 +580,10 @@ class RangeTest:
     def min_divided(
         self, divisor: float = 10.0, skip_start: int = 10, skip_end: int = 5
     ) -> float:
-        """The rate of the lowest smoothed loss divided by ``divisor`` (the fastai rule of thumb)."""
+        """The rate of the lowest smoothed loss, divided by ``divisor``.
+
+        The fastai rule of thumb.
+        """
         lrs, losses = self._trim(skip_start, skip_end)
         return float(lrs[int(np.argmin(losses))] / divisor)
 
@@ -570,7 +593,8 @@ class RangeTest:
         n = len(self.lrs)
         if n < skip_start + skip_end + 2:
             raise ValueError(
-                f"the test ran {n} mini-batches; at least skip_start + skip_end + 2 = "
+                f"the test ran {n} mini-batches; at least skip_start + "
+                "skip_end + 2 = "
                 f"{skip_start + skip_end + 2} are needed to suggest a rate"
             )
         end = n - skip_end
@@ -589,25 +613,26 @@ def lr_range_test(
     config: RangeTestConfig | None = None,
     device: torch.device | str | None = None,
 ) -> RangeTest:
-    r"""Smith's learning-rate range test; the model and optimizer are restored afterwards.
+    """Smith's learning-rate range test; the model and optimizer are restored.
 
-    Mini-batch :math:`i = 0, 1, \dots` is trained at the rate
-    :math:`\eta_i = \eta_{\text{start}} (\eta_{\text{end}} / \eta_{\text{start}})^{i / (n - 1)}`;
-    the loss is smoothed as :math:`\bar\ell_i = s\,\ell_i + (1 - s)\,\bar\ell_{i-1}`,
-    :math:`\bar\ell_0 = \ell_0`, and the test stops after the first mini-batch whose smoothed
-    loss exceeds ``diverge_th`` times the lowest so far. The loader is restarted if it runs out.
+    Mini-batch i = 0, 1, ... is trained at the rate
+    η_i = η_start (η_end / η_start)^(i / (n − 1)); the loss is smoothed as
+    ℓ̄_i = s ℓ_i + (1 − s) ℓ̄_{i−1}, ℓ̄_0 = ℓ_0, and the test stops after the
+    first mini-batch whose smoothed loss exceeds ``diverge_th`` times the
+    lowest so far. The loader is restarted if it runs out.
 
     Args:
         model: the network, in its initial state.
         loader: yields ``(x, y)`` mini-batches.
-        optimizer: the optimizer to be used for training (its rate is overwritten during the
-            test, and restored with the rest of its state afterwards).
+        optimizer: the optimizer to be used for training (its rate is
+            overwritten during the test, and restored with the rest of its
+            state afterwards).
         loss_fn: ``loss_fn(output, target)`` -> scalar.
-        config: the test's settings; default :class:`RangeTestConfig`.
+        config: the test's settings; default ``RangeTestConfig()``.
         device: where to train; default: where the model's parameters are.
 
     Returns:
-        A :class:`RangeTest` with the rates, smoothed and raw losses.
+        A ``RangeTest`` with the rates, smoothed and raw losses.
     """
     cfg = config or RangeTestConfig()
     device = (

@@ -1,24 +1,27 @@
-"""First-order optimizers from scratch: SGD (with momentum and Nesterov), RMSprop, Adam, AdamW.
+"""First-order optimizers from scratch: SGD, momentum, RMSprop, Adam, AdamW.
 
-Each optimizer is a :class:`torch.optim.Optimizer` subclass: the base class keeps the
-parameter groups, the per-parameter state and ``state_dict``; the update rule in ``step`` is
-ours, written from the papers' equations in the same order of floating-point operations as
-PyTorch's single-tensor (``foreach=False``) path, so a run on the CPU follows the same
-trajectory as ``torch.optim`` bit for bit. They plug into :func:`dlbook.train.fit` and into
+Each optimizer is a ``torch.optim.Optimizer`` subclass: the base class keeps
+the parameter groups, the per-parameter state and ``state_dict``; the update
+rule in ``step`` is ours, written from the papers' equations in the same
+order of floating-point operations as PyTorch's single-tensor
+(``foreach=False``) path, so a run on the CPU follows the same trajectory as
+``torch.optim`` bit for bit. They plug into ``dlbook.train.fit`` and into
 every ``torch.optim.lr_scheduler``.
 
-Papers: Robbins & Monro (1951) for stochastic gradient descent; Polyak (1964) for the
-heavy-ball momentum; Nesterov (1983) and Sutskever et al. (2013) for Nesterov momentum;
-Tieleman & Hinton (2012, lecture 6.5) for RMSprop; Kingma & Ba (2015) for Adam; Loshchilov &
-Hutter (2019) for AdamW's decoupled weight decay.
+Papers: Robbins & Monro (1951) for stochastic gradient descent; Polyak (1964)
+for the heavy-ball momentum; Nesterov (1983) and Sutskever et al. (2013) for
+Nesterov momentum; Tieleman & Hinton (2012, lecture 6.5) for RMSprop; Kingma
+& Ba (2015) for Adam; Loshchilov & Hutter (2019) for AdamW's decoupled weight
+decay.
 
-Checked against: ``torch.optim.SGD``, ``RMSprop``, ``Adam`` and ``AdamW``: the same
-parameters after 100 steps, with and without weight decay, momentum, Nesterov, centring and
-AMSGrad (``tests/optimization/test_optimizers.py``).
+Checked against: ``torch.optim.SGD``, ``RMSprop``, ``Adam`` and ``AdamW``:
+the same parameters after 100 steps, with and without weight decay,
+momentum, Nesterov, centring and AMSGrad
+(``tests/optimization/test_optimizers.py``).
 
-The module also holds the two-dimensional test surfaces of the chapter (a saddle,
-Rosenbrock's valley, an ill-conditioned quadratic) and :func:`trajectory`, which runs any
-optimizer on them.
+The module also holds the two-dimensional test surfaces of the chapter (a
+saddle, Rosenbrock's valley, an ill-conditioned quadratic) and
+``trajectory``, which runs any optimizer on them.
 
 Chapter: ``book/optimization/optimizers.md``.
 """
@@ -41,7 +44,7 @@ def _check(
     *,
     strict_high: bool = True,
 ) -> None:
-    """Raise a clear error for a hyperparameter outside ``[low, high)`` (or ``[low, high]``)."""
+    """A clear error for a hyperparameter outside [low, high) ([low, high])."""
     bad = (
         not isinstance(value, (int, float))
         or isinstance(value, bool)
@@ -53,33 +56,35 @@ def _check(
     if bad:
         span = f"[{low}, {high})" if strict_high else f"[{low}, {high}]"
         raise ValueError(
-            f"{name} must be a number in {span if high is not None else f'>= {low}'}, got {value!r}"
+            f"{name} must be a number in "
+            f"{span if high is not None else f'>= {low}'}, got {value!r}"
         )
 
 
 class SGD(Optimizer):
-    r"""Stochastic gradient descent, optionally with momentum (heavy ball or Nesterov).
+    """Stochastic gradient descent, optionally with momentum (heavy ball or
+    Nesterov).
 
-    With gradient :math:`g_t = \nabla L(\theta_{t-1}) + \lambda \theta_{t-1}` (L2 weight decay
-    :math:`\lambda`), the momentum buffer and the step are
+    With the gradient g_t = ∇ℒ(θ_{t−1}) + λ θ_{t−1} (λ: the L2 weight decay),
+    the momentum buffer b and the step d are
 
-    .. math::
+        b_t = μ b_{t−1} + (1 − τ) g_t,   b_1 = g_1,
+        d_t = g_t + μ b_t (Nesterov)  or  d_t = b_t (heavy ball),
+        θ_t = θ_{t−1} − η d_t,
 
-        b_t = \mu b_{t-1} + (1 - \tau) g_t, \qquad b_1 = g_1, \qquad
-        d_t = \begin{cases} g_t + \mu b_t & \text{Nesterov} \\ b_t & \text{otherwise} \end{cases},
-        \qquad \theta_t = \theta_{t-1} - \eta d_t,
-
-    and :math:`d_t = g_t` when :math:`\mu = 0` (plain SGD). The buffer starts at the first
-    gradient, not at zero, as in PyTorch; the Nesterov form is that of Sutskever et al.
-    (2013, eq. 7) rewritten in terms of the gradient at the current point.
+    and d_t = g_t when μ = 0 (plain SGD). The buffer starts at the first
+    gradient, not at zero, as in PyTorch; the Nesterov form is that of
+    Sutskever et al. (2013, eq. 7) rewritten with the gradient at the
+    current point.
 
     Args:
         params: the parameters (or parameter groups) to optimize.
-        lr: the learning rate :math:`\eta`.
-        momentum: :math:`\mu`, 0 for plain SGD.
-        dampening: :math:`\tau`, scales the new gradient in the buffer.
-        weight_decay: :math:`\lambda`, added to the gradient as :math:`\lambda\theta`.
-        nesterov: use Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
+        lr: the learning rate η.
+        momentum: μ, 0 for plain SGD.
+        dampening: τ, which scales the new gradient in the buffer.
+        weight_decay: λ, added to the gradient as λθ.
+        nesterov: use Nesterov momentum (needs ``momentum > 0`` and
+            ``dampening == 0``).
     """
 
     def __init__(
@@ -97,8 +102,8 @@ class SGD(Optimizer):
         _check("weight_decay", weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError(
-                f"nesterov=True needs momentum > 0 and dampening = 0, got momentum={momentum}, "
-                f"dampening={dampening}"
+                "nesterov=True needs momentum > 0 and dampening = 0, got "
+                f"momentum={momentum}, dampening={dampening}"
             )
         super().__init__(
             params,
@@ -115,7 +120,7 @@ class SGD(Optimizer):
     def step(
         self, closure: Callable[[], torch.Tensor] | None = None
     ) -> torch.Tensor | None:
-        """Take one step; ``closure`` (optional) re-evaluates the model and returns the loss."""
+        """Take one step; an optional ``closure`` re-evaluates the loss."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -148,27 +153,25 @@ class SGD(Optimizer):
 
 
 class RMSprop(Optimizer):
-    r"""RMSprop (Tieleman & Hinton 2012): divide the gradient by a running RMS of its history.
+    """RMSprop (Tieleman & Hinton 2012): divide by a running RMS of gradients.
 
-    .. math::
-
-        v_t = \alpha v_{t-1} + (1 - \alpha) g_t^2, \qquad
-        \theta_t = \theta_{t-1} - \eta \frac{g_t}{\sqrt{v_t} + \epsilon}.
+        v_t = α v_{t−1} + (1 − α) g_t²,   θ_t = θ_{t−1} − η g_t / (√v_t + ε).
 
     With ``centered=True`` the denominator uses the variance estimate
-    :math:`\sqrt{v_t - \bar g_t^2}` with :math:`\bar g_t = \alpha \bar g_{t-1} + (1-\alpha) g_t`
-    (Graves 2013); with momentum :math:`\mu` the normalized gradient feeds a buffer
-    :math:`b_t = \mu b_{t-1} + g_t / (\sqrt{v_t} + \epsilon)` and
-    :math:`\theta_t = \theta_{t-1} - \eta b_t`. All state starts at zero.
+    √(v_t − ḡ_t²) with ḡ_t = α ḡ_{t−1} + (1 − α) g_t (Graves 2013); with
+    momentum μ the normalized gradient feeds a buffer
+    b_t = μ b_{t−1} + g_t / (√v_t + ε), and θ_t = θ_{t−1} − η b_t. All state
+    starts at zero.
 
     Args:
         params: the parameters (or parameter groups) to optimize.
-        lr: the learning rate :math:`\eta`.
-        alpha: decay :math:`\alpha` of the running average of squared gradients.
-        eps: :math:`\epsilon`, added to the root for numerical stability.
-        weight_decay: L2 weight decay :math:`\lambda`, added to the gradient as :math:`\lambda\theta`.
-        momentum: :math:`\mu`, 0 for none.
-        centered: normalize by the estimated variance instead of the second moment.
+        lr: the learning rate η.
+        alpha: the decay α of the running average of squared gradients.
+        eps: ε, added to the root for numerical stability.
+        weight_decay: the L2 weight decay λ, added to the gradient as λθ.
+        momentum: μ, 0 for none.
+        centered: normalize by the estimated variance instead of the second
+            moment.
     """
 
     def __init__(
@@ -202,7 +205,7 @@ class RMSprop(Optimizer):
     def step(
         self, closure: Callable[[], torch.Tensor] | None = None
     ) -> torch.Tensor | None:
-        """Take one step; ``closure`` (optional) re-evaluates the model and returns the loss."""
+        """Take one step; an optional ``closure`` re-evaluates the loss."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -251,34 +254,31 @@ class RMSprop(Optimizer):
 
 
 class Adam(Optimizer):
-    r"""Adam (Kingma & Ba 2015, algorithm 1): momentum on the gradient, RMSprop's scaling, bias correction.
+    """Adam (Kingma & Ba 2015, algorithm 1).
 
-    .. math::
+    Momentum on the gradient, RMSprop's scaling, and a bias correction:
 
-        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \qquad
-        v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \qquad m_0 = v_0 = 0,
+        m_t = β₁ m_{t−1} + (1 − β₁) g_t,    v_t = β₂ v_{t−1} + (1 − β₂) g_t²,
+        m̂_t = m_t / (1 − β₁ᵗ),             v̂_t = v_t / (1 − β₂ᵗ),
+        θ_t = θ_{t−1} − η m̂_t / (√v̂_t + ε),   with m_0 = v_0 = 0.
 
-        \hat m_t = \frac{m_t}{1-\beta_1^t}, \qquad \hat v_t = \frac{v_t}{1-\beta_2^t}, \qquad
-        \theta_t = \theta_{t-1} - \eta \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}.
-
-    Weight decay :math:`\lambda` is the L2 penalty, added to the gradient
-    (:math:`g_t \leftarrow g_t + \lambda\theta_{t-1}`), so it is rescaled by
-    :math:`1/\sqrt{\hat v_t}` like the rest of the gradient; :class:`AdamW` decouples it.
-    With ``amsgrad=True`` (Reddi et al. 2018) the denominator uses the running maximum of
-    :math:`v_t`.
+    Weight decay λ is the L2 penalty, added to the gradient
+    (g_t ← g_t + λ θ_{t−1}), so it is rescaled by 1/√v̂_t like the rest of
+    the gradient; ``AdamW`` decouples it. With ``amsgrad=True`` (Reddi et
+    al. 2018) the denominator uses the running maximum of v_t.
 
     Args:
         params: the parameters (or parameter groups) to optimize.
-        lr: the learning rate :math:`\eta`.
-        betas: :math:`(\beta_1, \beta_2)`, decays of the first and second moment estimates.
-        eps: :math:`\epsilon`, added to :math:`\sqrt{\hat v_t}`.
-        weight_decay: :math:`\lambda`.
-        amsgrad: normalize by the maximum of all :math:`\hat v` so far.
+        lr: the learning rate η.
+        betas: (β₁, β₂), the decays of the first and second moment
+            estimates.
+        eps: ε, added to √v̂_t.
+        weight_decay: λ.
+        amsgrad: normalize by the maximum of all v̂ so far.
     """
 
-    decoupled_weight_decay = (
-        False  # AdamW sets True: decay the weights, not the gradient
-    )
+    # AdamW sets True: decay the weights, not the gradient
+    decoupled_weight_decay = False
 
     def __init__(
         self,
@@ -313,7 +313,7 @@ class Adam(Optimizer):
     def step(
         self, closure: Callable[[], torch.Tensor] | None = None
     ) -> torch.Tensor | None:
-        """Take one step; ``closure`` (optional) re-evaluates the model and returns the loss."""
+        """Take one step; an optional ``closure`` re-evaluates the loss."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -340,9 +340,8 @@ class Adam(Optimizer):
                 t = state["step"]
                 if wd != 0:
                     if self.decoupled_weight_decay:
-                        p.mul_(
-                            1 - lr * wd
-                        )  # Loshchilov & Hutter, algorithm 2, line 12
+                        # Loshchilov & Hutter, algorithm 2, line 12
+                        p.mul_(1 - lr * wd)
                     else:
                         g = g.add(p, alpha=wd)
                 m, v = state["exp_avg"], state["exp_avg_sq"]
@@ -353,8 +352,8 @@ class Adam(Optimizer):
                         state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"]
                     )
                     v = state["max_exp_avg_sq"]
-                # Bias corrections folded into two scalars: m_hat / (sqrt(v_hat) + eps) =
-                # (m / (1 - beta1^t)) / (sqrt(v) / sqrt(1 - beta2^t) + eps).
+                # The bias corrections folded into two scalars:
+                #   m̂ / (√v̂ + ε) = (m / (1 − β₁ᵗ)) / (√v / √(1 − β₂ᵗ) + ε)
                 step_size = lr / (1 - beta1**t)
                 denom = (v.sqrt() / (1 - beta2**t) ** 0.5).add_(eps)
                 p.addcdiv_(m, denom, value=-step_size)
@@ -362,15 +361,15 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    r"""AdamW (Loshchilov & Hutter 2019): Adam with weight decay taken out of the gradient.
+    """AdamW (Loshchilov & Hutter 2019): Adam with decoupled weight decay.
 
-    .. math:: \theta_t = (1 - \eta\lambda)\,\theta_{t-1} - \eta \frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon},
+        θ_t = (1 − ηλ) θ_{t−1} − η m̂_t / (√v̂_t + ε),
 
-    with :math:`\hat m_t, \hat v_t` from the raw gradient. Every weight shrinks at the same rate
-    :math:`\eta\lambda`, whatever its gradient history, which is what L2 regularization does for
-    plain SGD and what Adam's L2 penalty does not.
+    with m̂_t and v̂_t from the raw gradient. Every weight shrinks at the same
+    rate ηλ, whatever its gradient history: what L2 regularization does for
+    plain SGD, and what Adam's L2 penalty does not.
 
-    Args: as :class:`Adam`; ``weight_decay`` defaults to 0.01 as in PyTorch.
+    Args: as ``Adam``; ``weight_decay`` defaults to 0.01, as in PyTorch.
     """
 
     decoupled_weight_decay = True
@@ -394,14 +393,14 @@ class AdamW(Adam):
         )
 
 
-# --- two-dimensional test surfaces ---------------------------------------------------------
+# --- two-dimensional test surfaces -----------------------------------------
 
 
 def saddle(p: torch.Tensor) -> torch.Tensor:
-    r"""A saddle with two minima: :math:`f(x, y) = x^2 + y^4/4 - y^2/2`.
+    """A saddle with two minima: f(x, y) = x² + y⁴/4 − y²/2.
 
-    The origin is a saddle point (curvature +2 along x, -1 along y); the minima are
-    :math:`(0, \pm 1)` with :math:`f = -1/4`.
+    The origin is a saddle point (curvature +2 along x, −1 along y); the
+    minima are (0, ±1), where f = −1/4.
 
     Shapes:
         p: (..., 2); output: (...).
@@ -413,7 +412,9 @@ def saddle(p: torch.Tensor) -> torch.Tensor:
 def rosenbrock(
     p: torch.Tensor, a: float = 1.0, b: float = 100.0
 ) -> torch.Tensor:
-    r"""Rosenbrock's banana valley (1960): :math:`f(x, y) = (a - x)^2 + b (y - x^2)^2`, minimum at :math:`(a, a^2)`.
+    """Rosenbrock's banana valley (1960): f(x, y) = (a − x)² + b (y − x²)².
+
+    The minimum is at (a, a²).
 
     Shapes:
         p: (..., 2); output: (...).
@@ -425,10 +426,10 @@ def rosenbrock(
 def quadratic(
     p: torch.Tensor, kappa: float = 25.0, angle: float = 0.0
 ) -> torch.Tensor:
-    r"""An ill-conditioned quadratic :math:`f(p) = \tfrac12 p^\top R A R^\top p`, :math:`A = \mathrm{diag}(1, \kappa)`.
+    """An ill-conditioned quadratic f(p) = ½ pᵀ R A Rᵀ p, A = diag(1, κ).
 
-    :math:`R` rotates by ``angle`` radians; at 0 the valley is aligned with the axes. The
-    condition number is :math:`\kappa`; the minimum is the origin.
+    R rotates by ``angle`` radians; at 0 the valley is aligned with the axes.
+    The condition number is κ = ``kappa``; the minimum is the origin.
 
     Shapes:
         p: (..., 2); output: (...).
@@ -450,10 +451,10 @@ def trajectory(
     steps: int,
     **hyper: Any,
 ) -> torch.Tensor:
-    """Run ``optimizer(**hyper)`` on the function ``f`` of two variables, from ``start``.
+    """Run ``optimizer(**hyper)`` on a function ``f`` of two variables.
 
     Args:
-        f: a function of a point (2,) returning a scalar (e.g. :func:`rosenbrock`).
+        f: a function of a point (2,) returning a scalar (``rosenbrock``).
         start: the starting point ``(x, y)``.
         optimizer: an optimizer class (ours or ``torch.optim``'s).
         steps: the number of steps.
@@ -478,6 +479,9 @@ def trajectory(
 
 
 def first_step_below(values: torch.Tensor, threshold: float) -> int | None:
-    """The first index at which ``values`` (1-D) is below ``threshold``, or ``None`` if never."""
+    """The first index where ``values`` (1-D) is below ``threshold``.
+
+    None if they never are.
+    """
     hits = torch.nonzero(values < threshold).flatten()
     return int(hits[0]) if len(hits) else None

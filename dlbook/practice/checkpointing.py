@@ -152,16 +152,18 @@ class CheckpointManager:
         loader: Any = None,
         **extra: Any,
     ) -> Path:
-        """Save epoch ``epoch`` (counted from 1), update ``best.pt``, delete the oldest files.
+        """Save epoch `epoch` (from 1), update best.pt, delete the oldest.
 
-        The arguments are those of :func:`dlbook.train.save_checkpoint`; ``history`` must hold
-        ``monitor`` unless ``monitor`` is ``None``.
+        The arguments are those of dlbook.train.save_checkpoint; `history`
+        must hold the monitored metric unless `monitor` is None.
         """
         history = dict(getattr(history, "metrics", history or {}))
         if self.monitor is not None and self.monitor not in history:
+            held = ", ".join(history) or "nothing"
             raise KeyError(
-                f"monitor {self.monitor!r} is not in the history (it holds: {', '.join(history) or 'nothing'}); "
-                "pass a val_loader to fit, or CheckpointManager(monitor=None)"
+                f"monitor {self.monitor!r} is not in the history (it holds: "
+                f"{held}); pass a val_loader to fit, or "
+                "CheckpointManager(monitor=None)"
             )
         path = save_checkpoint(
             self.directory / f"epoch-{epoch:04d}.pt",
@@ -318,11 +320,12 @@ def build_run(
     """Model, optimizer, scheduler and loaders of a run, freshly seeded.
 
     Args:
-        data: ``x_train, y_train, x_val, y_val`` tensors (images of any shape, integer labels).
+        data: tensors x_train, y_train, x_val, y_val (images of any shape,
+            integer labels).
         cfg: the run's settings.
 
     Returns:
-        ``(model, optimizer, scheduler, train_loader, val_loader)``.
+        (model, optimizer, scheduler, train_loader, val_loader).
     """
     missing = {"x_train", "y_train", "x_val", "y_val"} - set(data)
     if missing:
@@ -360,11 +363,13 @@ def train_run(
     cfg: RunConfig,
     device: torch.device | str = "cpu",
 ) -> tuple[nn.Module, History]:
-    """Train, checkpointing every epoch into ``directory``; if it holds checkpoints, resume from the newest.
+    """Train, checkpointing every epoch into `directory`, or resume from it.
 
-    Whether it starts afresh or resumes, and however often it is killed and restarted, the
-    final weights are the same bit for bit (on the CPU, or on a GPU with deterministic
-    algorithms). ``data_path`` is a ``torch.save``-d dictionary as :func:`build_run` expects.
+    If `directory` holds checkpoints, training resumes from the newest. Whether
+    it starts afresh or resumes, and however often it is killed and restarted,
+    the final weights are the same bit for bit (on the CPU, or on a GPU with
+    deterministic algorithms). `data_path` is a file written by torch.save
+    holding the dictionary that build_run expects.
     """
     data = torch.load(data_path, weights_only=True)
     model, optimizer, scheduler, train_loader, val_loader = build_run(

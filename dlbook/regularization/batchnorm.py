@@ -36,18 +36,19 @@ def batchnorm_forward(
 ) -> tuple[np.ndarray, dict]:
     """Batch normalization in training mode, staged as a computational graph.
 
-    .. math::
-        \\mu = \\frac1M \\sum_i x_i, \\quad \\sigma^2 = \\frac1M \\sum_i (x_i - \\mu)^2, \\quad
-        \\hat x_i = \\frac{x_i - \\mu}{\\sqrt{\\sigma^2 + \\epsilon}}, \\quad y_i = \\gamma \\hat x_i + \\beta
+    For each feature (column), over the m rows of the batch:
+
+        mu = Σᵢ xᵢ / m,                    var = Σᵢ (xᵢ - mu)² / m,
+        xhatᵢ = (xᵢ - mu) / √(var + eps),  yᵢ = gamma · xhatᵢ + beta.
 
     Args:
-        x: ``(M, C)``, M examples (or examples times positions) of C features.
-        gamma, beta: ``(C,)`` scale and shift.
-        eps: :math:`\\epsilon`, added to the variance before the square root.
+        x: (m, C), m examples (or examples times positions) of C features.
+        gamma, beta: (C,) scale and shift.
+        eps: added to the variance before the square root.
 
     Returns:
-        ``y`` of shape ``(M, C)`` and the cache the backward pass needs (the batch mean and
-        biased variance are in it, as ``"mu"`` and ``"var"``).
+        y (m, C) and the cache the backward pass needs (the batch mean
+        and biased variance are in it, as "mu" and "var").
     """
     m = x.shape[0]
     mu = x.sum(0) / m
@@ -73,12 +74,13 @@ def batchnorm_forward(
 def batchnorm_backward(
     dout: np.ndarray, cache: dict
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Backward pass of :func:`batchnorm_forward`, one node of the graph at a time (CS231n).
+    """Backward pass of batchnorm_forward, one node of the graph at a time.
 
-    Each line is the chain rule through one line of the forward pass, read bottom to top.
+    Each line is the chain rule through one line of the forward pass, read
+    from the bottom up (as in CS231n).
 
     Returns:
-        ``dx (M, C), dgamma (C,), dbeta (C,)``.
+        dx (m, C), dgamma (C,), dbeta (C,).
     """
     xmu, var, sqrtvar, ivar, xhat, gamma = (
         cache[k] for k in ("xmu", "var", "sqrtvar", "ivar", "xhat", "gamma")
@@ -90,9 +92,8 @@ def batchnorm_backward(
     divar = (dxhat * xmu).sum(0)  # xhat = xmu * ivar
     dxmu1 = dxhat * ivar
     dsqrtvar = -divar / sqrtvar**2  # ivar = 1 / sqrtvar
-    dvar = (
-        0.5 * dsqrtvar / np.sqrt(var + cache["eps"])
-    )  # sqrtvar = sqrt(var + eps)
+    # sqrtvar = sqrt(var + eps)
+    dvar = 0.5 * dsqrtvar / np.sqrt(var + cache["eps"])
     dsq = np.ones_like(xmu) * dvar / m  # var = sum(sq) / m
     dxmu2 = 2 * xmu * dsq  # sq = xmu ** 2
     dx1 = dxmu1 + dxmu2  # xmu = x - mu: x's direct path ...
@@ -106,9 +107,9 @@ def batchnorm_backward_alt(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The same gradients in closed form.
 
-    .. math:: \\frac{\\partial L}{\\partial x_i} = \\frac{1}{M\\sqrt{\\sigma^2+\\epsilon}}
-              \\Big( M g_i - \\sum_j g_j - \\hat x_i \\sum_j g_j \\hat x_j \\Big), \\qquad
-              g_i = \\gamma \\frac{\\partial L}{\\partial y_i}
+    With gᵢ = gamma · ∂L/∂yᵢ for each of the m rows,
+
+        ∂L/∂xᵢ = (m gᵢ - Σⱼ gⱼ - xhatᵢ Σⱼ gⱼ xhatⱼ) / (m √(var + eps)).
     """
     xhat, ivar, gamma = cache["xhat"], cache["ivar"], cache["gamma"]
     m = dout.shape[0]
@@ -120,10 +121,10 @@ def batchnorm_backward_alt(
 def layernorm_forward(
     x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-5
 ) -> tuple[np.ndarray, dict]:
-    """Layer normalization: :func:`batchnorm_forward` with the roles of examples and features swapped.
+    """Layer normalization: batchnorm_forward with the two axes swapped.
 
-    Each row of ``x`` ``(M, C)`` is standardized over its C features, then scaled and shifted
-    per feature by ``gamma`` and ``beta`` ``(C,)``. There are no running statistics.
+    Each row of x (m, C) is standardized over its C features, then scaled and
+    shifted per feature by gamma and beta (C,). There are no running statistics.
     """
     out_t, cache = batchnorm_forward(
         x.T, np.ones(x.shape[0], x.dtype), np.zeros(x.shape[0], x.dtype), eps
@@ -226,14 +227,16 @@ class BatchNorm:
     def forward(self, x: np.ndarray) -> np.ndarray:
         if x.ndim not in (2, 3, 4) or x.shape[1] != self.cfg.num_features:
             raise ValueError(
-                f"expected input of shape (N, {self.cfg.num_features}[, L | H, W]), got {tuple(x.shape)}"
+                f"expected input of shape (N, {self.cfg.num_features}"
+                f"[, L | H, W]), got {tuple(x.shape)}"
             )
         x2, shape = _to_2d(x)
         if self.training:
             m = x2.shape[0]
             if m < 2:
                 raise ValueError(
-                    f"batch normalization needs more than 1 value per channel in training, got input {x.shape}"
+                    "batch normalization needs more than 1 value per "
+                    f"channel in training, got input {x.shape}"
                 )
             out, cache = batchnorm_forward(
                 x2, self.gamma, self.beta, self.cfg.eps

@@ -45,32 +45,33 @@ def knn_predict(
     regression: bool = False,
     chunk: int = 1024,
 ) -> torch.Tensor:
-    """Predict with the ``k`` nearest training points in Euclidean distance.
+    """Predict with the k nearest training points in Euclidean distance.
 
-    .. math:: \\hat f(x) = \\frac{1}{k} \\sum_{x_i \\in N_k(x)} y_i
-
-    for regression; for classification the most frequent label among the ``k`` neighbours
-    (ties go to the smallest label, as in scikit-learn).
+    For regression the prediction is the neighbours' mean target,
+    f̂(x) = (1/k) Σ y_i over the k nearest x_i; for classification it is the
+    most frequent label among them (ties go to the smallest label, as in
+    scikit-learn).
 
     Args:
-        x_train: training inputs, flattened to ``(N, D)``.
-        y_train: targets ``(N,)``: class indices, or real values if ``regression``.
-        x_query: inputs to predict, flattened to ``(M, D)``.
-        k: number of neighbours, ``1 <= k <= N``; or a list of them, all predicted from one
-            distance computation.
+        x_train: training inputs, flattened to (N, D).
+        y_train: targets (N,): class indices, or real values if `regression`.
+        x_query: inputs to predict, flattened to (M, D).
+        k: number of neighbours, 1 <= k <= N; or a list of them, all
+            predicted from one distance computation.
         regression: average the neighbours' targets instead of voting.
-        chunk: queries per block, to bound the ``(chunk, N)`` distance matrix in memory.
+        chunk: queries per block, to bound the (chunk, N) distance matrix.
 
     Shapes:
-        output: (M,) for one ``k``, (len(k), M) for a list; the dtype of ``y_train`` for
-        classification, floating for regression.
+        output: (M,) for one k, (len(k), M) for a list; the dtype of y_train
+        for classification, floating point for regression.
     """
     x_train, x_query = x_train.flatten(1), x_query.flatten(1)
     n = len(x_train)
     ks = [k] if isinstance(k, int) else list(k)
     if not ks or not all(isinstance(j, int) and 1 <= j <= n for j in ks):
         raise ValueError(
-            f"k must be an integer (or a list of them) between 1 and the {n} training points, got {k!r}"
+            "k must be an integer (or a list of them) between 1 and the "
+            f"{n} training points, got {k!r}"
         )
     if len(y_train) != n:
         raise ValueError(
@@ -78,17 +79,18 @@ def knn_predict(
         )
     if x_query.shape[1] != x_train.shape[1]:
         raise ValueError(
-            f"x_query has {x_query.shape[1]} features, x_train has {x_train.shape[1]}"
+            f"x_query has {x_query.shape[1]} features, "
+            f"x_train has {x_train.shape[1]}"
         )
     sq_train = (x_train**2).sum(1)
     n_classes = None if regression else int(y_train.max()) + 1
     out = []
     for q in x_query.split(chunk):
-        # ||q - x||^2 = ||q||^2 - 2 q.x + ||x||^2; ||q||^2 does not change the order, so it is left out.
+        # ‖q - x‖² = ‖q‖² - 2 q·x + ‖x‖²; ‖q‖² does not change the order,
+        # so it is left out.
         d2 = sq_train[None] - 2 * q @ x_train.T  # (chunk, N)
-        idx = d2.topk(
-            max(ks), dim=1, largest=False, sorted=True
-        ).indices  # (chunk, max k), nearest first
+        # (chunk, max k): the indices of the nearest, nearest first
+        idx = d2.topk(max(ks), dim=1, largest=False, sorted=True).indices
         neighbours = y_train[idx]
         if regression:
             values = (
@@ -98,12 +100,10 @@ def knn_predict(
             )
             out.append(torch.stack([values[:, :j].mean(1) for j in ks]))
         else:
-            votes = F.one_hot(neighbours, n_classes).cumsum(
-                1
-            )  # (chunk, max k, classes): votes of the first j
-            out.append(
-                torch.stack([votes[:, j - 1].argmax(1) for j in ks])
-            )  # first maximum: smallest label
+            # (chunk, max k, classes): the votes of the first j neighbours
+            votes = F.one_hot(neighbours, n_classes).cumsum(1)
+            # argmax returns the first maximum: ties go to the smallest label
+            out.append(torch.stack([votes[:, j - 1].argmax(1) for j in ks]))
     preds = torch.cat(out, dim=1)  # (len(ks), M)
     return preds[0] if isinstance(k, int) else preds
 
@@ -186,13 +186,13 @@ def weight_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 @dataclass
 class Penalty:
-    """The elastic-net penalty on a model's weights (biases are not penalized).
+    """The elastic-net penalty on a model's weights (biases are not penalized):
 
-    .. math:: \\Omega(w) = \\lambda_1 \\lVert w \\rVert_1 + \\frac{\\lambda_2}{2} \\lVert w \\rVert_2^2
+        Ω(w) = λ₁ ‖w‖₁ + (λ₂/2) ‖w‖₂².
 
-    Its gradient :math:`\\lambda_1 \\operatorname{sign}(w) + \\lambda_2 w` is, for the L2 part,
-    exactly what ``torch.optim.SGD(weight_decay=l2)`` adds to every gradient. Call it on a
-    model to get the scalar to add to the loss: ``fit(..., penalty=Penalty(l2=1e-4))``.
+    Its gradient λ₁ sign(w) + λ₂ w is, for the L2 part, exactly what
+    torch.optim.SGD(weight_decay=l2) adds to every gradient. Call it on a model
+    to get the scalar to add to the loss: fit(..., penalty=Penalty(l2=1e-4)).
     """
 
     l1: float = 0.0  # lambda_1, the weight of the L1 norm
@@ -307,15 +307,15 @@ def dropout(
     training: bool = True,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Inverted dropout: zero each entry with probability ``p``, scale the survivors by ``1/(1-p)``.
+    """Inverted dropout: zero each entry with probability p, scale the rest.
 
-    .. math:: y = \\frac{m \\odot x}{1 - p}, \\qquad m_i \\sim \\operatorname{Bernoulli}(1 - p)
-              \\text{ independently}, \\qquad \\mathbb E[y] = x.
+        y = m ⊙ x / (1 - p),  m_i ~ Bernoulli(1 - p) independently,  E[y] = x.
 
-    At evaluation (``training=False``) it is the identity: the scaling during training already
-    made the expected activation equal to the un-dropped one, so nothing changes at test time.
-    The mask is drawn like PyTorch's CPU kernel does (``bernoulli_(1 - p)``, then ``x * (m / (1 - p))``),
-    so the same generator state gives the same output as ``F.dropout`` bit for bit.
+    At evaluation (training=False) it is the identity: the scaling during
+    training already made the expected activation equal to the un-dropped
+    one, so nothing changes at test time. The mask is drawn as PyTorch's CPU
+    kernel draws it (bernoulli_(1 - p), then x * (m / (1 - p))), so the same
+    generator state gives the same output as F.dropout, bit for bit.
     """
     if not 0.0 <= p <= 1.0:
         raise ValueError(
@@ -428,7 +428,7 @@ class EarlyStopping:
         return out
 
     def should_stop(self, values: Sequence[float]) -> bool:
-        """The stopping rule applied after the last of ``values``."""
+        """The stopping rule applied after the last of `values`."""
         improved = self.improvements(values)
         e = len(values) - 1
         if e <= 0 or improved[-1]:

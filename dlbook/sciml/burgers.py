@@ -130,25 +130,28 @@ def sine_series(x, t, nu: float, n_terms: int | None = None) -> np.ndarray:
 def cole_hopf_sine(
     x, t, nu: float = NU_RAISSI, n_quad: int = 200
 ) -> np.ndarray:
-    """Exact solution of Burgers' equation with ``u(0, x) = -sin(pi x)`` (Raissi et al.'s benchmark).
+    """Burgers' equation with u(0, x) = -sin(πx) (Raissi et al.), exactly.
 
-    With ``phi_0(y) = exp(-cos(pi y) / (2 pi nu))`` and the substitution ``eta = sqrt(4 nu t) z``
+    With φ0(y) = exp(-cos(πy) / (2πν)) and the substitution η = sqrt(4νt) z
     in the heat kernel,
 
-        u(x, t) = - int sin(pi (x - eta)) phi_0(x - eta) e^{-z^2} dz / int phi_0(x - eta) e^{-z^2} dz,
+        u(t, x) = -∫ sin(π(x - η)) φ0(x - η) exp(-z²) dz
+                  / ∫ φ0(x - η) exp(-z²) dz,
 
-    which Gauss--Hermite quadrature with ``n_quad`` nodes evaluates. With ``n_quad = 200`` the
-    result agrees with adaptive quadrature and with 1,000 nodes to about 1e-14 for
-    ``nu = 0.01 / pi`` and ``t <= 1`` (``tests/sciml/test_burgers.py``). The solution is odd
-    about ``x = 0`` and ``x = 1``, so ``u(t, +-1) = 0`` holds without being imposed.
+    which Gauss-Hermite quadrature with n_quad nodes evaluates. With
+    n_quad = 200 the result agrees with adaptive quadrature and with 1,000
+    nodes to about 1e-14 for ν = 0.01/π and t <= 1
+    (tests/sciml/test_burgers.py). The solution is odd about x = 0 and
+    x = 1, so u(t, ±1) = 0 holds without being imposed.
 
     Args:
-        x, t: positions and times; they broadcast against each other. ``t >= 0``.
-        nu: viscosity.
-        n_quad: number of Gauss--Hermite nodes.
+        x, t: positions and times; they broadcast against each other;
+            t >= 0.
+        nu: the viscosity ν.
+        n_quad: number of Gauss-Hermite nodes.
 
     Shapes:
-        x, t: any shapes that broadcast to ``S``; returns ``S``.
+        x, t: any shapes that broadcast to S; returns S.
     """
     nu = _positive("nu", nu)
     if not (isinstance(n_quad, int) and n_quad >= 2):
@@ -161,9 +164,8 @@ def cole_hopf_sine(
     z, logw = z[keep], np.log(w[keep])
     y = x[..., None] - np.sqrt(4 * nu * t)[..., None] * z  # (S, n_quad)
     logf = logw - np.cos(math.pi * y) / (2 * math.pi * nu)
-    f = np.exp(
-        logf - logf.max(-1, keepdims=True)
-    )  # log-sum-exp: exp(1/(2 pi nu)) = e^50 otherwise
+    # log-sum-exp: exp(1/(2 pi nu)) = e^50 otherwise
+    f = np.exp(logf - logf.max(-1, keepdims=True))
     return -(np.sin(math.pi * y) * f).sum(-1) / f.sum(-1)
 
 

@@ -211,18 +211,18 @@ class BlockMLP(nn.Module):
 class AuxiliaryNetwork(nn.Module):
     """The eigenvalues as functions of the intrinsic coordinates.
 
-    For complex pair ``j`` (coordinates ``y_{2j}, y_{2j+1}``) a network of the squared radius
-    ``r_j^2 = y_{2j}^2 + y_{2j+1}^2`` returns ``(omega_j, mu_j)``; for real eigenvalue ``i`` a
-    network of its own coordinate returns ``mu_i``:
+    For complex pair j (coordinates y_2j, y_2j+1) a network Λ_j of the
+    squared radius r_j² = y_2j² + y_2j+1² returns (ω_j, μ_j); for real
+    eigenvalue i a network Λ_i of its own coordinate returns μ_i:
 
-    .. math:: (\\omega_j, \\mu_j) = \\Lambda_j(r_j^2), \\qquad \\mu_i = \\Lambda_i(y_i).
+        (ω_j, μ_j) = Λ_j(r_j²),    μ_i = Λ_i(y_i).
 
-    Each eigenvalue has its own network, as in the authors' code; they are evaluated together
-    as one :class:`BlockMLP`.
+    Each eigenvalue has its own network, as in the authors' code; they are
+    evaluated together as one block-diagonal network (BlockMLP).
 
     Shapes:
-        y: ``(B, k)``; returns ``mu (B, P + R)`` and ``omega (B, P + R)``, pairs first, with
-        ``omega = 0`` for the ``R`` real eigenvalues.
+        y: (B, k); returns mu (B, P + R) and omega (B, P + R), pairs first,
+        with omega = 0 for the R real eigenvalues.
     """
 
     def __init__(self, cfg: DeepKoopmanConfig):
@@ -243,6 +243,9 @@ class AuxiliaryNetwork(nn.Module):
         self, y: Tensor, weights: list[Tensor] | None = None
     ) -> tuple[Tensor, Tensor]:
         P, R, B = self.num_complex_pairs, self.num_real, len(y)
+        if not P:  # real eigenvalues only: each network sees its coordinate
+            out = self.net(y, weights)  # (B, R)
+            return out, out.new_zeros(()).expand_as(out)
         inputs = []
         if P:
             radius2 = (
@@ -255,8 +258,6 @@ class AuxiliaryNetwork(nn.Module):
         out = self.net(
             inputs[0] if len(inputs) == 1 else torch.cat(inputs, 1), weights
         )  # (B, 2P + R)
-        if not P:
-            return out, torch.zeros_like(out)
         pairs = out[:, : 2 * P].reshape(
             B, P, 2
         )  # (omega, mu) per pair, the order of the authors' code
@@ -303,23 +304,25 @@ def koopman_step(
     dt: float | Tensor,
     num_complex_pairs: int,
 ) -> Tensor:
-    """Advance the intrinsic coordinates one step with the block-diagonal ``K(mu, omega)``.
+    """Advance the intrinsic coordinates one step with the block-diagonal K.
 
-    Each complex pair is multiplied by the Jordan block
+    Each complex pair is multiplied by the scaled rotation
 
-    .. math:: B(\\mu, \\omega) = e^{\\mu\\, \\Delta t}
-              \\begin{pmatrix} \\cos \\omega \\Delta t & -\\sin \\omega \\Delta t \\\\
-                               \\sin \\omega \\Delta t & \\cos \\omega \\Delta t \\end{pmatrix},
+        B(μ, ω) = exp(μ Δt) [[cos ωΔt, -sin ωΔt], [sin ωΔt, cos ωΔt]],
 
-    which is ``exp(dt [[mu, -omega], [omega, mu]])``; each real coordinate by ``exp(mu dt)``.
-    Written for the complex number ``z = y_1 + i y_2`` the block is one multiplication,
-    ``z <- exp((mu + i omega) dt) z``, which is how it is computed (a third of the operations).
-    ``dt`` may be a ``(B, 1)`` tensor of per-row times.
+    which is exp(Δt [[μ, -ω], [ω, μ]]); each real coordinate by exp(μ Δt).
+    Written for the complex number z = y_1 + i y_2, the block is one
+    multiplication, z <- exp((μ + iω) Δt) z, which is how it is computed
+    (a third of the operations). dt may be a (B, 1) tensor of per-row
+    times.
 
     Shapes:
-        y: ``(B, k)``; mu, omega: ``(B, P + R)`` from :class:`AuxiliaryNetwork`; returns ``(B, k)``.
+        y: (B, k); mu, omega: (B, P + R) from the auxiliary network;
+        returns (B, k).
     """
     P, B = num_complex_pairs, len(y)
+    if not P:  # real eigenvalues only: one scaling per coordinate
+        return y * torch.exp(mu * dt)
     parts = []
     if P:
         z = torch.view_as_complex(
@@ -424,8 +427,9 @@ class DeepKoopman(nn.Module):
         S = max(cfg.num_shifts, cfg.num_shifts_middle)
         if x.ndim != 3 or x.shape[-1] != cfg.state_dim or x.shape[1] <= S:
             raise ValueError(
-                f"x must be trajectories of shape (B, T, {cfg.state_dim}) with T > {S} "
-                f"(max of num_shifts, num_shifts_middle), got {tuple(x.shape)}"
+                "x must be trajectories of shape "
+                f"(B, T, {cfg.state_dim}) with T > {S} (max of num_shifts, "
+                f"num_shifts_middle), got {tuple(x.shape)}"
             )
         y = self.encode(x)  # (B, T, k)
         y_adv = self.advance(y[:, 0], S)  # (B, S, k)
@@ -487,14 +491,24 @@ class DeepKoopmanLoss:
 
     def __init__(self, cfg: DeepKoopmanConfig):
         self.cfg = cfg
+        # (out, x, components) of the last call: the metrics reuse them
+        self._last: tuple | None = None
+
+    def _components(self, out: KoopmanOutput, x: Tensor) -> dict[str, Tensor]:
+        """components(out, x), computed once for the loss and its metrics."""
+        last = self._last
+        if last is None or last[0] is not out or last[1] is not x:
+            self._last = last = (out, x, self.components(out, x))
+        return last[2]
 
     def components(self, out: KoopmanOutput, x: Tensor) -> dict[str, Tensor]:
-        """Every term, unweighted: ``recon``, ``pred``, ``lin``, ``inf``, ``l2``.
+        """Every term, unweighted: recon, pred, lin, inf, l2.
 
-        With ``relative_loss`` each squared error is divided by the mean square of its target
-        and each infinity norm by the largest entry of its target (plus ``1e-5``), as in the
-        authors' code. The linearity term then no longer rewards shrinking the intrinsic
-        coordinates, which otherwise lowers it for free while the decoder scales them back up.
+        With relative_loss each squared error is divided by the mean square
+        of its target and each infinity norm by the largest entry of its
+        target (plus 1e-5), as in the authors' code. The linearity term then
+        no longer rewards shrinking the intrinsic coordinates, which
+        otherwise lowers it for free while the decoder scales them back up.
         """
         cfg = self.cfg
         Sp, Sm = cfg.num_shifts, cfg.num_shifts_middle
@@ -529,7 +543,7 @@ class DeepKoopmanLoss:
         }
 
     def __call__(self, out: KoopmanOutput, x: Tensor) -> Tensor:
-        c, cfg = self.components(out, x), self.cfg
+        c, cfg = self._components(out, x), self.cfg
         return (
             cfg.alpha1 * (c["recon"] + c["pred"])
             + c["lin"]
@@ -540,7 +554,7 @@ class DeepKoopmanLoss:
     def metrics(self) -> dict:
         """Per-term metrics for :func:`dlbook.train.fit` (``train_recon``, ``val_lin``, ...)."""
         return {
-            name: (lambda out, x, name=name: self.components(out, x)[name])
+            name: (lambda out, x, name=name: self._components(out, x)[name])
             for name in ("recon", "pred", "lin")
         }
 
@@ -595,26 +609,31 @@ def train(
     x_val: Tensor | None = None,
     device: torch.device | str | None = None,
 ) -> History:
-    """Train ``model`` with Adam and the paper's loss for about ``steps`` steps; return the history.
+    """Train model with Adam and the paper's loss for about `steps` steps.
 
-    The authors train with Adam at a constant ``lr = 1e-3`` for hours; for short runs the
-    learning rate can follow a cosine from ``lr`` down to zero (``cosine=True``), which settles
-    the eigenvalues at the end of training instead of leaving them jittering. Epochs are whole
-    passes over ``x_train`` (shuffled by the seeded global generator), as many as ``steps`` needs.
+    The authors train with Adam at a constant lr = 1e-3 for hours; for
+    short runs the learning rate can follow a cosine from lr down to zero
+    (cosine=True), which settles the eigenvalues at the end of training
+    instead of leaving them jittering. Epochs are whole passes over x_train
+    (shuffled by the seeded global generator), as many as `steps` needs.
 
     Args:
         model: the autoencoder; its config supplies the loss weights.
-        x_train: training trajectories ``(N, T, n)``.
+        x_train: training trajectories (N, T, n).
         steps: number of optimiser steps (rounded up to whole epochs).
         batch_size: trajectories per step.
         lr: the initial learning rate.
-        cosine: decay the learning rate to zero along a cosine; ``False`` keeps it constant.
+        cosine: decay the learning rate to zero along a cosine; False keeps
+            it constant.
         x_val: validation trajectories, evaluated after every epoch.
         device: where to train; default: where the model is.
 
+    Returns:
+        The dlbook.train.History of the run.
+
     Raises:
-        ValueError: trajectories that are not finite or not ``(N, T, n)``, a bad ``steps``, or a
-            batch larger than the training set.
+        ValueError: trajectories that are not finite or not (N, T, n), a
+            bad `steps`, or a batch larger than the training set.
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
@@ -623,13 +642,14 @@ def train(
             continue
         if x.ndim != 3 or x.shape[-1] != model.cfg.state_dim:
             raise ValueError(
-                f"{name} must be trajectories of shape (N, T, {model.cfg.state_dim}), "
-                f"got {tuple(x.shape)}"
+                f"{name} must be trajectories of shape "
+                f"(N, T, {model.cfg.state_dim}), got {tuple(x.shape)}"
             )
         if not torch.isfinite(x).all():
             bad = int((~torch.isfinite(x)).sum())
             raise ValueError(
-                f"{name} must be finite, but {bad} of its {x.numel()} entries are NaN or infinite"
+                f"{name} must be finite, but {bad} of its {x.numel()} "
+                "entries are NaN or infinite"
             )
     loss = DeepKoopmanLoss(model.cfg)
     loader = DataLoader(
@@ -640,7 +660,8 @@ def train(
     )
     if len(loader) == 0:
         raise ValueError(
-            f"batch_size={batch_size} is larger than the {len(x_train)} training trajectories"
+            f"batch_size={batch_size} is larger than the {len(x_train)} "
+            "training trajectories"
         )
     epochs = -(-steps // len(loader))
     val = (

@@ -63,20 +63,22 @@ def as_matrix(name: str, value, *, complex_ok: bool = False) -> Tensor:
 def truncated_svd(
     X: Tensor, rank: int | float | None, *, name: str = "X"
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The rank-``r`` singular value decomposition ``X ~ U_r diag(s_r) V_r^*`` and all singular values.
+    """The rank-r SVD X ≈ U_r diag(s_r) V_r*, and all the singular values.
 
     Args:
-        X: the matrix to decompose, ``(n, m)``.
-        rank: ``None`` keeps the numerical rank (singular values above
-            ``max(n, m) * eps * s_1``); an integer keeps that many; a float in ``(0, 1)`` keeps the
-            fewest whose squares hold that fraction of ``sum(s^2)`` (the "energy").
+        X: the matrix to decompose, (n, m).
+        rank: None keeps the numerical rank (the singular values above
+            max(n, m) · eps · s_1); an integer keeps that many; a float in
+            (0, 1) keeps the fewest whose squares hold that fraction of
+            Σ s² (the "energy").
 
     Returns:
-        ``U_r (n, r)``, ``s_r (r,)``, ``V_r (m, r)`` and ``s`` (every singular value).
+        U_r (n, r), s_r (r,), V_r (m, r) and s (every singular value).
 
     Raises:
-        ValueError: if ``rank`` is not an integer in ``[1, min(n, m)]`` or a fraction in ``(0, 1)``,
-            or if it asks for more directions than the data contain (singular values at rounding level).
+        ValueError: if rank is not an integer in [1, min(n, m)] or a
+            fraction in (0, 1), or if it asks for more directions than the
+            data contain (singular values at rounding level).
     """
     U, s, Vh = torch.linalg.svd(X, full_matrices=False)
     n, m = X.shape
@@ -90,25 +92,28 @@ def truncated_svd(
         rank, (int, float, np.integer, np.floating)
     ):
         raise ValueError(
-            f"rank must be None, a positive integer or a fraction in (0, 1), got {rank!r}"
+            "rank must be None, a positive integer or a fraction in (0, 1), "
+            f"got {rank!r}"
         )
     elif isinstance(rank, (int, np.integer)):
         if not 1 <= rank <= min(n, m):
             raise ValueError(
-                f"rank={rank} is larger than the data allow: {name} is {n} x {m}, so the rank is at most "
-                f"min({n}, {m}) = {min(n, m)}"
+                f"rank={rank} is larger than the data allow: {name} is "
+                f"{n} x {m}, so the rank is at most min({n}, {m}) = {min(n, m)}"
             )
         if rank > numerical:
             raise ValueError(
-                f"rank={rank} is larger than the numerical rank of {name}, {numerical}: singular values "
-                f"{numerical + 1} and beyond are at rounding level ({s[numerical].item():.2e} vs "
+                f"rank={rank} is larger than the numerical rank of {name}, "
+                f"{numerical}: singular values {numerical + 1} and beyond are "
+                f"at rounding level ({s[numerical].item():.2e} vs "
                 f"s_1 = {s[0].item():.2e}); use rank <= {numerical}"
             )
         r = int(rank)
     else:
         if not 0 < rank < 1:
             raise ValueError(
-                f"a fractional rank must lie in (0, 1), got {rank!r}; pass an int for a fixed rank"
+                f"a fractional rank must lie in (0, 1), got {rank!r}; "
+                "pass an int for a fixed rank"
             )
         energy = torch.cumsum(s**2, 0) / (s**2).sum()
         r = min(int((energy < rank).sum()) + 1, numerical)
@@ -187,42 +192,46 @@ def dmd(
 ) -> DMDResult:
     """Exact dynamic mode decomposition (Tu et al. 2014, Algorithm 2).
 
-    With snapshot pairs ``y_k = F(x_k)`` stacked as columns of ``X`` and ``Y``, DMD finds the
-    eigen-decomposition of the least-squares linear map ``A = Y X^+`` without forming it:
+    With snapshot pairs y_k = F(x_k) stacked as the columns of X and Y,
+    DMD finds the eigendecomposition of the least-squares linear map
+    A = Y X⁺ without forming it:
 
-    .. math:: X = U \\Sigma V^*,\\quad \\tilde A = U_r^* Y V_r \\Sigma_r^{-1},\\quad
-              \\tilde A W = W \\Lambda,\\quad \\Phi = Y V_r \\Sigma_r^{-1} W \\Lambda^{-1}.
+        X ≈ U_r Σ_r V_r*,    Ã = U_r* Y V_r Σ_r⁻¹,    Ã W = W Λ,
+        Φ = Y V_r Σ_r⁻¹ W Λ⁻¹.
 
-    The columns of ``Phi`` (exact modes) are eigenvectors of ``A`` with eigenvalues ``Lambda``;
-    ``exact=False`` gives the projected modes ``U_r W`` of Schmid (2010) instead.
+    The columns of Φ (the exact modes) are eigenvectors of A with the
+    eigenvalues Λ; exact=False gives the projected modes U_r W of Schmid
+    (2010) instead.
 
     Args:
-        X: snapshots ``x_0 .. x_{m-1}`` as columns. If ``Y`` is ``None``, ``X`` is one
-            trajectory ``x_0 .. x_m`` and the pairs are its consecutive columns.
-        Y: the snapshots one step later, same shape as ``X``.
-        rank: the truncation of the SVD of ``X`` (see :func:`truncated_svd`).
-        dt: time between ``x_k`` and ``y_k``, for :attr:`DMDResult.continuous_eigenvalues`.
+        X: snapshots x_0 .. x_{m-1} as columns. If Y is None, X is one
+            trajectory x_0 .. x_m and the pairs are its consecutive columns.
+        Y: the snapshots one step later, same shape as X.
+        rank: the truncation of the SVD of X (see truncated_svd).
+        dt: time between x_k and y_k, for the continuous-time eigenvalues.
         exact: exact modes (default) or projected modes.
 
     Shapes:
-        X, Y: ``(n, m)`` (features, snapshots).
+        X, Y: (n, m) (features, snapshots).
 
     Raises:
-        ValueError: non-finite data, mismatched shapes, too few snapshots, a rank larger than
-            the data allow, or a non-positive ``dt``.
+        ValueError: non-finite data, mismatched shapes, too few snapshots,
+            a rank larger than the data allow, or a non-positive dt.
     """
     X = as_matrix("X", X)
     if Y is None:
         if X.shape[1] < 2:
             raise ValueError(
-                f"X must hold at least 2 snapshots (columns) to form a pair, got {X.shape[1]}"
+                "X must hold at least 2 snapshots (columns) to form a pair, "
+                f"got {X.shape[1]}"
             )
         X, Y = X[:, :-1], X[:, 1:]
     else:
         Y = as_matrix("Y", Y)
         if Y.shape != X.shape:
             raise ValueError(
-                f"X and Y must have the same shape (features, snapshots), got {tuple(X.shape)} and {tuple(Y.shape)}"
+                "X and Y must have the same shape (features, snapshots), "
+                f"got {tuple(X.shape)} and {tuple(Y.shape)}"
             )
     if not (isinstance(dt, (int, float)) and np.isfinite(dt) and dt > 0):
         raise ValueError(f"dt must be a positive number, got {dt!r}")
@@ -396,32 +405,35 @@ def edmd(
     dt: float = 1.0,
     rank: int | float | None = None,
 ) -> EDMDResult:
-    """Extended dynamic mode decomposition (Williams, Kevrekidis & Rowley 2015).
+    """Extended DMD (Williams, Kevrekidis & Rowley 2015).
 
-    With ``M`` snapshot pairs ``(x_k, y_k)``, ``y_k = F(x_k)``, lifted by the dictionary into
-    ``Psi_X, Psi_Y`` (one row per snapshot), EDMD solves the least-squares problem
+    With M snapshot pairs (x_k, y_k), y_k = F(x_k), lifted by the
+    dictionary into Ψ_X and Ψ_Y (one row per snapshot), EDMD solves the
+    least-squares problem
 
-    .. math:: K = \\arg\\min_K \\lVert \\Psi_Y - \\Psi_X K \\rVert_F = \\Psi_X^+ \\Psi_Y
-              = G^+ A,\\quad G = \\tfrac1M \\Psi_X^*\\Psi_X,\\ A = \\tfrac1M \\Psi_X^*\\Psi_Y.
+        K = argmin_K ‖Ψ_Y - Ψ_X K‖_F = Ψ_X⁺ Ψ_Y = G⁺ A,
+        G = Ψ_X* Ψ_X / M,    A = Ψ_X* Ψ_Y / M.
 
-    If the span of the dictionary is invariant under the Koopman operator, ``K`` is its exact
-    matrix there and the eigenvalues are exact Koopman eigenvalues. The pseudo-inverse is
-    taken through a (possibly truncated) SVD of ``Psi_X``.
+    If the span of the dictionary is invariant under the Koopman operator,
+    K is its exact matrix there and the eigenvalues are exact Koopman
+    eigenvalues. The pseudo-inverse is taken through a (possibly truncated)
+    SVD of Ψ_X.
 
     Args:
         X, Y: states and their successors, one per row.
         dictionary: the observables.
-        dt: the time step, for :attr:`EDMDResult.continuous_eigenvalues`.
-        rank: truncation of the SVD of ``Psi_X`` (see :func:`truncated_svd`).
+        dt: the time step, for the continuous-time eigenvalues.
+        rank: truncation of the SVD of Ψ_X (see truncated_svd).
 
     Shapes:
-        X, Y: ``(M, d)`` (snapshots, state dimension) -- note: rows, as in scikit-learn and
-        PyKoopman, while :func:`dmd` takes columns as PyDMD does.
+        X, Y: (M, d) (snapshots, state dimension). Note: rows, as in
+        scikit-learn and PyKoopman, while dmd takes columns, as PyDMD does.
     """
     X, Y = as_matrix("X", X), as_matrix("Y", Y)
     if X.shape != Y.shape:
         raise ValueError(
-            f"X and Y must have the same shape (snapshots, state), got {tuple(X.shape)} and {tuple(Y.shape)}"
+            "X and Y must have the same shape (snapshots, state), "
+            f"got {tuple(X.shape)} and {tuple(Y.shape)}"
         )
     if not (isinstance(dt, (int, float)) and np.isfinite(dt) and dt > 0):
         raise ValueError(f"dt must be a positive number, got {dt!r}")

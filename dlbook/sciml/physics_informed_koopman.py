@@ -112,10 +112,12 @@ class KoopmanAutoencoder(nn.Module):
         return self.encoder(u)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """``psi(z)``: the decoder gives the cosine and sine coefficients of modes ``1..modes``.
+        """ψ(z): the decoder gives the cosine and sine coefficients of modes
+        1 to `modes` of the state.
 
-        Mode 0 is left at zero (Burgers' equation conserves the mean, zero here), and modes
-        above ``modes`` too, so the decoded state is a trigonometric polynomial.
+        Mode 0 is left at zero (Burgers' equation conserves the mean, zero
+        here), and so are the modes above `modes`: the decoded state is a
+        trigonometric polynomial.
         """
         c = self.decoder(z)  # (..., 2 * modes)
         spectrum = torch.complex(
@@ -127,7 +129,7 @@ class KoopmanAutoencoder(nn.Module):
         return torch.fft.irfft(spectrum, n=self.n)
 
     def advance(self, z0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``exp(t_k L) z_0`` for every time: ``(B, p)``, ``(T,)`` -> ``(B, T, p)``."""
+        """exp(t_k L) z_0 for every time: (B, p), (T,) -> (B, T, p)."""
         flows = torch.linalg.matrix_exp(
             t[:, None, None] * self.generator
         )  # (T, p, p)
@@ -211,16 +213,18 @@ def burgers_residual(
 def latent_residual(
     model: KoopmanAutoencoder, z: torch.Tensor, nu: float, length: float
 ) -> torch.Tensor:
-    """Burgers residual of the decoded state along the latent flow, eq. (pik-residual).
+    """Burgers' residual of the decoded state along the latent flow.
 
-    ``u = psi(z)`` and ``u_t = J_psi(z) L z`` in one forward-mode pass (``torch.func.jvp``),
-    which stays differentiable with respect to the model's parameters.
+    u = ψ(z) and u_t = J_ψ(z) L z come from one forward-mode pass
+    (torch.func.jvp), which stays differentiable with respect to the
+    model's parameters.
 
     Shapes:
-        z: ``(B, p)``; returns ``(B, n)``.
+        z: (B, p); returns (B, n).
     """
     with warnings.catch_warnings():
-        # torch 2.14's forward-mode AD loads its own decompositions with torch.jit.script, and warns
+        # torch 2.14's forward-mode AD loads its own decompositions with
+        # torch.jit.script, which warns
         warnings.filterwarnings(
             "ignore",
             message="`torch.jit.script` is deprecated",
@@ -231,16 +235,16 @@ def latent_residual(
 
 
 def precondition(r: torch.Tensor, nu: float, length: float) -> torch.Tensor:
-    """Divide each Fourier mode of the residual by ``1 + nu k^2``, eq. (pik-precondition).
+    """Divide each Fourier mode of the residual by 1 + ν k².
 
-    An error ``delta`` in mode ``k`` of the decoded state changes the residual by about
-    ``nu k^2 delta`` through the viscous term, so the plain mean square of ``r`` weights the
-    high modes hundreds of times more than the data loss does; after this division every
-    mode counts like its error in ``u``. (The norm of the result is an ``H^{-1}``-type norm
-    of ``r``; it vanishes exactly when ``r`` does.)
+    An error δ in mode k of the decoded state changes the residual by about
+    ν k² δ through the viscous term, so the plain mean square of r weights
+    the high modes hundreds of times more than the data loss does; after
+    this division every mode counts like its error in u. (The norm of the
+    result is an H⁻¹-type norm of r; it vanishes exactly when r does.)
 
     Shapes:
-        r: ``(..., n)``; returns ``(..., n)``.
+        r: (..., n); returns (..., n).
     """
     n = r.shape[-1]
     k = 2 * math.pi * torch.fft.rfftfreq(n, d=length / n, dtype=r.dtype)
@@ -413,21 +417,24 @@ def data_size_sweep(
     seeds,
     cfg: KoopmanConfig,
 ) -> list[dict]:
-    """Train data-only and physics-informed models on the first ``m`` trajectories of ``pool``.
+    """Train data-only and physics-informed models on m trajectories of pool.
 
-    For every ``m`` in ``sizes`` and seed, both models see the same trajectories and the same
-    collocation initial conditions (``u0_colloc`` plus the training initial states); they differ
-    only in ``w_phys`` (0 or ``cfg.w_phys``). ``m = 0`` is trained with physics only.
+    For every m in `sizes` and every seed, both models see the first m
+    trajectories of pool and the same collocation initial conditions
+    (u0_colloc plus the training initial states); they differ only in
+    w_phys (0 or cfg.w_phys). m = 0 is trained with physics only.
 
     Returns:
-        One dict per model: ``method``, ``trajectories``, ``seed``, ``test_error`` (relative L2 on
-        ``test``), ``train_error``, ``seconds`` (CPU time) and the trained ``model``.
+        One dict per model: method, trajectories, seed, test_error
+        (relative L2 error on `test`), train_error, seconds (CPU time) and
+        the trained model.
     """
     rows = []
     for m in sizes:
         if not 0 <= m <= len(pool):
             raise ValueError(
-                f"sizes must lie between 0 and len(pool) = {len(pool)}, got {m}"
+                f"sizes must lie between 0 and len(pool) = {len(pool)}, "
+                f"got {m}"
             )
         for seed in seeds:
             for method, w in (

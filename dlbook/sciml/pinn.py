@@ -59,18 +59,20 @@ class PINNConfig:
 
 
 class MLP(nn.Module):
-    """A fully connected tanh network ``(t, x) -> u`` on a box, with Xavier-initialized weights.
+    """A fully connected tanh network (t, x) -> u on a box, Xavier-initialized.
 
-    The inputs are first mapped to ``[-1, 1]`` by ``2 (z - lb) / (ub - lb) - 1``, as in the
-    paper's code, so that the tanh units start in their linear range whatever the domain.
+    The inputs are first mapped to [-1, 1] by 2 (z - lb) / (ub - lb) - 1,
+    as in the paper's code, so that the tanh units start in their linear
+    range whatever the domain.
 
     Args:
-        lb, ub: lower and upper corners of the domain, ``(t_min, x_min)`` and ``(t_max, x_max)``.
+        lb, ub: lower and upper corners of the domain, (t_min, x_min) and
+            (t_max, x_max).
         depth, width: number and size of the hidden layers.
         out_features: number of outputs.
 
     Shapes:
-        input: ``(N, 2)`` columns ``(t, x)``; output: ``(N, out_features)``.
+        input: (N, 2), columns (t, x); output: (N, out_features).
     """
 
     def __init__(
@@ -89,11 +91,13 @@ class MLP(nn.Module):
         )
         if lb.shape != ub.shape or lb.ndim != 1 or not torch.all(ub > lb):
             raise ValueError(
-                f"lb and ub must be 1-D of the same length with ub > lb, got {lb.tolist()} and {ub.tolist()}"
+                "lb and ub must be 1-D of the same length with ub > lb, "
+                f"got {lb.tolist()} and {ub.tolist()}"
             )
         if depth < 1 or width < 1:
             raise ValueError(
-                f"depth and width must be >= 1, got depth={depth}, width={width}"
+                "depth and width must be >= 1, "
+                f"got depth={depth}, width={width}"
             )
         self.register_buffer("lb", lb)
         self.register_buffer("ub", ub)
@@ -101,9 +105,8 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(
             nn.Linear(a, b, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:])
         )
-        for layer in (
-            self.layers
-        ):  # the paper's xavier_init: normal, std sqrt(2 / (fan_in + fan_out))
+        # the paper's xavier_init: normal, std sqrt(2 / (fan_in + fan_out))
+        for layer in self.layers:
             nn.init.xavier_normal_(layer.weight)
             nn.init.zeros_(layer.bias)
 
@@ -118,14 +121,15 @@ class MLP(nn.Module):
 
 
 def derivatives(u_fn, t: torch.Tensor, x: torch.Tensor):
-    """``u``, ``u_t``, ``u_x`` and ``u_xx`` of ``u_fn(t, x)`` at the points, by reverse-mode autograd.
+    """u, u_t, u_x and u_xx of u_fn(t, x) at the points, by reverse mode.
 
-    Each point's output depends only on its own input, so the gradient of ``u.sum()`` with
-    respect to the column ``x`` is the column of ``u_x``: one backward pass gives all of them.
-    ``create_graph=True`` keeps the derivatives differentiable, for ``u_xx`` and for the loss.
+    Each point's output depends only on its own input, so the gradient of
+    u.sum() with respect to the column x is the column of u_x: one backward
+    pass gives all of them. create_graph=True keeps the derivatives
+    differentiable, for u_xx and for the loss.
 
     Shapes:
-        t, x: ``(N, 1)``; each result ``(N, 1)``.
+        t, x: (N, 1); each result (N, 1).
     """
     t = t.detach().requires_grad_(True)
     x = x.detach().requires_grad_(True)
@@ -138,15 +142,16 @@ def derivatives(u_fn, t: torch.Tensor, x: torch.Tensor):
 def burgers_residual(
     u_fn, t: torch.Tensor, x: torch.Tensor, lambda_1=1.0, lambda_2=NU_RAISSI
 ) -> torch.Tensor:
-    """The residual ``f = u_t + lambda_1 u u_x - lambda_2 u_xx`` of Burgers' equation, eq. (pinn-residual).
+    """The residual f = u_t + λ1 u u_x - λ2 u_xx of Burgers' equation.
 
     Args:
-        u_fn: a differentiable function ``(t, x) -> u``, e.g. a :class:`BurgersPINN`.
+        u_fn: a differentiable function (t, x) -> u, e.g. a BurgersPINN.
         t, x: collocation points.
-        lambda_1, lambda_2: advection and viscosity coefficients (numbers or tensors).
+        lambda_1, lambda_2: the advection and viscosity coefficients λ1,
+            λ2 (numbers or tensors).
 
     Shapes:
-        t, x: ``(N, 1)``; returns ``(N, 1)``.
+        t, x: (N, 1); returns (N, 1).
     """
     u, u_t, u_x, u_xx = derivatives(u_fn, t, x)
     return u_t + lambda_1 * u * u_x - lambda_2 * u_xx
@@ -322,15 +327,16 @@ def burgers_inverse_data(
 def pinn_loss(
     model: BurgersPINN, tx_u: torch.Tensor, u: torch.Tensor, tx_f: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """The PINN loss ``MSE_u + MSE_f``, eq. (pinn-loss): data misfit plus mean squared residual.
+    """The PINN loss MSE_u + MSE_f: data misfit plus mean squared residual.
 
     Shapes:
-        tx_u: ``(N_u, 2)``, u: ``(N_u, 1)``, tx_f: ``(N_f, 2)``.
+        tx_u: (N_u, 2), u: (N_u, 1), tx_f: (N_f, 2).
     """
     for name, v in (("tx_u", tx_u), ("u", u), ("tx_f", tx_f)):
         if not torch.isfinite(v).all():
+            bad = int((~torch.isfinite(v)).sum())
             raise ValueError(
-                f"{name} must be finite; it has {int((~torch.isfinite(v)).sum())} NaN or infinite values"
+                f"{name} must be finite; it has {bad} NaN or infinite values"
             )
     if (
         tx_u.ndim != 2
@@ -339,11 +345,13 @@ def pinn_loss(
         or tx_f.shape[1] != 2
     ):
         raise ValueError(
-            f"tx_u and tx_f must have shape (N, 2) with columns (t, x), got {tuple(tx_u.shape)} and {tuple(tx_f.shape)}"
+            "tx_u and tx_f must have shape (N, 2) with columns (t, x), "
+            f"got {tuple(tx_u.shape)} and {tuple(tx_f.shape)}"
         )
     if u.shape != (len(tx_u), 1):
         raise ValueError(
-            f"u must have shape ({len(tx_u)}, 1) to match tx_u, got {tuple(u.shape)}"
+            f"u must have shape ({len(tx_u)}, 1) to match tx_u, "
+            f"got {tuple(u.shape)}"
         )
     mse_u = (model(tx_u[:, :1], tx_u[:, 1:]) - u).pow(2).mean()
     mse_f = model.residual(tx_f[:, :1], tx_f[:, 1:]).pow(2).mean()
@@ -359,34 +367,47 @@ def train_pinn(
     callback=None,
     every: int = 50,
 ) -> History:
-    """Minimize :func:`pinn_loss` with ``cfg.adam_steps`` of Adam, then L-BFGS.
+    """Minimize pinn_loss with cfg.adam_steps of Adam, then L-BFGS.
 
-    L-BFGS is ``torch.optim.LBFGS`` with the paper's memory (50) and a strong-Wolfe line search;
-    it stops after ``cfg.lbfgs_steps`` iterations (or ``1.25 *`` as many loss evaluations), or
-    when a step changes the loss by less than 1e-12, which, like the paper's ``ftol`` of machine
-    epsilon, means "run to the iteration limit" in practice. The whole batch is used at every
-    step (the problem is small and smooth).
+    L-BFGS is torch.optim.LBFGS with the paper's memory (50) and a
+    strong-Wolfe line search. It stops after cfg.lbfgs_steps iterations (or
+    1.25 times as many loss evaluations: the line search may evaluate the
+    loss more than once per iteration), or when a step changes the loss by
+    less than 1e-12, which, like the paper's ftol of machine epsilon, means
+    "run to the iteration limit" in practice. Every step uses the whole
+    batch (the problem is small and smooth).
 
     Args:
-        callback: called as ``callback(model)`` every ``every`` steps; its dict of numbers is
-            recorded in the history (for example the test error).
+        callback: called as callback(model) every `every` loss evaluations;
+            its dict of numbers is recorded in the history (for example the
+            test error).
 
     Returns:
-        A :class:`dlbook.train.History` with ``loss``, ``mse_u``, ``mse_f``, ``step``, ``seconds``
-        (CPU time) and the callback's entries, one row every ``every`` loss evaluations.
+        A dlbook.train.History with loss, mse_u, mse_f, step (loss
+        evaluations so far), iteration (optimizer steps so far), seconds
+        (CPU time) and the callback's entries: one row at the first
+        evaluation, one every `every` evaluations, and one for the trained
+        model.
     """
     history = History()
-    count = {"n": 0}
+    count = {"n": 0, "iteration": 0}
     start = time.process_time()
 
     def record(parts):
+        row = {k: v.item() for k, v in parts.items()}
+        row.update(
+            step=count["n"],
+            iteration=count["iteration"],
+            seconds=time.process_time() - start,
+        )
+        if callback is not None:
+            row.update(callback(model))
+        history.append(row)
+
+    def evaluated(parts):
         count["n"] += 1
         if count["n"] % every == 0 or count["n"] == 1:
-            row = {k: v.item() for k, v in parts.items()}
-            row.update(step=count["n"], seconds=time.process_time() - start)
-            if callback is not None:
-                row.update(callback(model))
-            history.append(row)
+            record(parts)
 
     if cfg.adam_steps > 0:
         opt = torch.optim.Adam(model.parameters(), lr=cfg.adam_lr)
@@ -395,7 +416,8 @@ def train_pinn(
             parts = pinn_loss(model, tx_u, u, tx_f)
             parts["loss"].backward()
             opt.step()
-            record(parts)
+            count["iteration"] += 1
+            evaluated(parts)
     if cfg.lbfgs_steps > 0:
         opt = torch.optim.LBFGS(
             model.parameters(),
@@ -407,15 +429,21 @@ def train_pinn(
             history_size=cfg.lbfgs_history,
             line_search_fn="strong_wolfe",
         )
+        done = count["iteration"]
 
         def closure():
             opt.zero_grad()
             parts = pinn_loss(model, tx_u, u, tx_f)
             parts["loss"].backward()
-            record(parts)
+            state = opt.state[next(iter(model.parameters()))]
+            count["iteration"] = done + state.get("n_iter", 0)
+            evaluated(parts)
             return parts["loss"]
 
         opt.step(closure)
+    # the trained model: one more evaluation, outside the count
+    final = pinn_loss(model, tx_u, u, tx_f)
+    record({k: v.detach() for k, v in final.items()})
     return history
 
 

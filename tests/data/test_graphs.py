@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -135,6 +136,7 @@ def small_ppi(tmp_path, monkeypatch, http_server):
     entry = dataclasses.replace(graphs.PPI, archive=dataclasses.replace(graphs.PPI.archive, url=url + "ppi.zip"))
     monkeypatch.setattr(graphs, "PPI", entry)
     monkeypatch.setattr(graphs, "PPI_SHAPE", {"train": (3, 16), "val": (1, 6), "test": (2, 8), "features": 50, "labels": 121})
+    monkeypatch.setattr(graphs, "PPI_TRAIN_EDGES", sum(g.num_edges for g in graphs.read_ppi(staged, "train")))
     monkeypatch.setenv("DLBOOK_DATA", str(tmp_path / "cache"))
     monkeypatch.delenv("DLBOOK_OFFLINE", raising=False)
     return staged, served
@@ -177,3 +179,32 @@ def test_ppi_registry_entry():
     assert entry.archive.url == "https://data.dgl.ai/dataset/ppi.zip" and entry.archive.n_files == 12
     assert entry.archive.members[0] == "train_feats.npy" and entry.profiles == ("full",)
     assert graphs.PPI_SHAPE["train"] == (20, 44906)
+
+
+def _cached_ppi(small_ppi, tmp_path, monkeypatch):
+    from dlbook.data import load_ppi
+
+    load_ppi("train")  # download and unpack the small files once
+    monkeypatch.setenv("DLBOOK_OFFLINE", "1")
+    return tmp_path / "cache" / "PPI" / "raw"
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda f: (f / "train_feats.npy").write_bytes(b"garbage, not an array"), "cannot be read"),
+        (lambda f: (f / "train_labels.npy").write_bytes(b""), "cannot be read"),
+        (lambda f: np.save(f / "train_labels.npy", np.zeros((16, 121), dtype=np.float32)), "no positive label"),
+        (lambda f: np.save(f / "train_feats.npy", np.zeros((16, 50), dtype=np.float32)), "all zero"),
+        (lambda f: np.save(f / "train_labels.npy", np.full((16, 121), 2.0, dtype=np.float32)), "labels other than 0 and 1"),
+        (lambda f: (f / "train_graph.json").write_text('{"directed": false, "links": []}'), "a graph has no edges"),
+    ],
+    ids=["garbage", "empty", "zero labels", "zero features", "label range", "no edges"],
+)
+def test_load_ppi_refuses_wrong_content(small_ppi, tmp_path, monkeypatch, damage, message):
+    """Right shapes are not enough: the archive is unpinned, so the content is checked."""
+    from dlbook.data import load_ppi
+
+    damage(_cached_ppi(small_ppi, tmp_path, monkeypatch))
+    with pytest.raises(DatasetUnavailable, match=rf"not the PPI benchmark.*{message}.*Delete the folder"):
+        load_ppi("train")

@@ -240,3 +240,43 @@ def test_unpinned_archive_of_files_is_checked_by_count(cache, http_server):
                      "archive": Archive(url=url + "flat.zip", strip="", members=("x.npy", "z.npy"), tree_hash=None, n_files=2)})
     with pytest.raises(DatasetUnavailable, match=r"(?s)1 of the expected files.*z\.npy"):
         fetch(short)
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), ("TRUE", True), (" on ", True), ("yes", True),
+                                             ("", False), ("0", False), ("Off", False), ("false", False)])
+def test_offline_spellings(monkeypatch, value, expected):
+    monkeypatch.setenv("DLBOOK_OFFLINE", value)
+    assert registry.offline() is expected
+
+
+def test_an_unknown_offline_value_is_an_error(monkeypatch):
+    monkeypatch.setenv("DLBOOK_OFFLINE", "maybe")
+    with pytest.raises(ValueError, match="DLBOOK_OFFLINE='maybe' is neither true"):
+        registry.offline()
+
+
+def test_fetch_of_a_non_entry_is_a_type_error():
+    with pytest.raises(TypeError, match="entry must be a registry Entry or the name of one, got int 123"):
+        fetch(123)
+
+
+def test_stale_downloads_are_removed_and_fresh_ones_kept(tmp_path, monkeypatch):
+    import os
+    import time
+
+    folder = tmp_path / "cache" / "tinyshakespeare"
+    stale = folder / ".download-abc"
+    fresh = folder / ".download-new"
+    for d in (stale, fresh):
+        (d / "unpacked").mkdir(parents=True)
+        (d / "unpacked" / "part").write_bytes(b"x" * 10)
+    part = folder / "input.txt.download"
+    part.write_bytes(b"half")
+    old = time.time() - 2 * registry.STALE_AFTER
+    for p in (stale, stale / "unpacked", stale / "unpacked" / "part", part):
+        os.utime(p, (old, old))
+    monkeypatch.setenv("DLBOOK_DATA", str(tmp_path / "cache"))
+    monkeypatch.setenv("DLBOOK_OFFLINE", "1")
+    with pytest.raises(registry.DatasetUnavailable):
+        fetch("tiny-shakespeare")  # missing: the fetch attempt cleans up first
+    assert not stale.exists() and not part.exists() and fresh.exists()

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 
 from dlbook.foundations.mlp import (
-    ACTIVATIONS, MLP, BudgetStudyConfig, GDConfig, MLPConfig, activation, count_params, deep_vs_wide,
+    ACTIVATIONS, MLP, BudgetStudyConfig, GDConfig, MLPConfig, ParallelMLP, activation, count_params, deep_vs_wide,
     fit_logistic_regression, fit_softmax_regression, gelu, gelu_grad, gradient_descent, logistic_nll, smoothness,
-    softmax, softmax_jacobian, softmax_nll, softplus, width_for_budget,
+    softmax, softmax_jacobian, softmax_nll, softplus, summed_cross_entropy, width_for_budget,
 )
 
 REFERENCE = {
@@ -244,3 +244,35 @@ def test_deep_vs_wide_trains_at_an_equal_budget_and_repeats_exactly():
     assert all(abs(r["params"] - 20_000) < 500 for r in a)  # within half a unit of width
     assert a[0]["width"] > a[1]["width"]
     assert all(r["test_acc"] > 0.6 for r in a), a  # ten classes: chance is 0.1
+    assert all(r["steps"] == 4 * math.ceil(1000 / 64) for r in a)
+
+
+@pytest.mark.parametrize("optimizer", [torch.optim.Adam, torch.optim.SGD])
+def test_parallel_mlp_equals_separate_runs(optimizer):
+    """S networks trained side by side make the same runs as S separate trainings."""
+    cfg = MLPConfig(d_in=12, hidden=(9, 7), d_out=4, activation="tanh")
+    nets = []
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        nets.append(MLP(cfg).double())  # float64: Adam's division amplifies rounding
+    parallel = ParallelMLP(nets)
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(16, 12, generator=g, dtype=torch.float64), torch.randint(0, 4, (16,), generator=g))
+               for _ in range(20)]
+    x0 = batches[0][0]
+    torch.testing.assert_close(parallel(x0), torch.stack([n(x0) for n in nets], dim=1))
+    opt = optimizer(parallel.parameters(), lr=0.05)
+    for x, y in batches:
+        opt.zero_grad()
+        summed_cross_entropy(parallel(x), y).backward()
+        opt.step()
+    for net, trained in zip(nets, parallel.split()):
+        opt = optimizer(net.parameters(), lr=0.05)
+        for x, y in batches:
+            opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+        for p, q in zip(net.parameters(), trained.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-10)
+    with pytest.raises(ValueError, match="one shape"):
+        ParallelMLP([nets[0], MLP(MLPConfig(d_in=12, hidden=(9,), d_out=4))])

@@ -270,3 +270,19 @@ def test_train_seeds_repeats_with_each_seed_and_keeps_the_models(cora):
     with torch.no_grad():
         acc = (runs[1].model(cora.x, cora.edge_index).argmax(1) == cora.y)[cora.test_mask].float().mean().item()
     assert acc == runs[1].test_acc
+
+
+def test_accuracy_stopping_keeps_the_best_validation_epoch(cora):
+    seed_everything(0)
+    config = TrainConfig(epochs=80, stopping="accuracy", patience=5, lr=0.05)
+    run = train_node_classifier(GCN(cora.num_features, 7), cora, config)
+    h = run.history
+    best = h["val_acc"].index(max(h["val_acc"]))  # the first best epoch
+    assert run.kept_epoch == best + 1 and run.test_acc == h["test_acc"][best]
+    # it stopped after `patience` epochs without a better validation accuracy
+    assert run.epochs == best + 1 + 5 or run.epochs == 80, (run.epochs, best)
+    assert max(h["val_acc"][best + 1 :], default=0) <= h["val_acc"][best]
+    with torch.no_grad():  # the kept weights are restored
+        out = run.model(cora.x, cora.edge_index)
+    acc = (out.argmax(1) == cora.y)[cora.test_mask].float().mean().item()
+    assert acc == run.test_acc

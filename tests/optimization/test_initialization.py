@@ -96,11 +96,25 @@ def test_layer_statistics_shapes_and_values():
     x, y = torch.randn(256, 64, generator=g), torch.randint(0, 10, (256,), generator=g)
     model.zero_grad()
     nn.functional.cross_entropy(model(x), y).backward()
-    torch.testing.assert_close(s.weight_grad_norm, torch.stack([m.weight.grad.norm() for m in model.linears()]))
+    norms = torch.stack([m.weight.grad.double().norm() for m in model.linears()])
+    torch.testing.assert_close(s.weight_grad_norm, norms)
+    assert s.weight_grad_nonzero.shape == (8,) and (s.weight_grad_nonzero > 0.5).all()
     h = model.stem(x)
     for block in model.blocks[:2]:
         h = block(h)
-    torch.testing.assert_close(s.activation_std[2], h.std().detach())
+    torch.testing.assert_close(s.activation_std[2], h.double().std().detach())
+
+
+def test_tiny_gradients_are_measured_not_flushed_to_zero():
+    """With sigma = 0.01 the gradients are ~1e-30: fine in float32, but their
+    squares are not, so a float32 norm underflows to 0. The statistics must not."""
+    model, s = _stats(depth=20, width=128, init="normal", init_std=0.01)
+    first = model.linears()[1].weight.grad
+    assert first.dtype == torch.float32 and (first != 0).any()
+    assert first.norm() == 0  # float32: the squares underflow
+    assert 0 < s.weight_grad_norm[1] < 1e-20  # float64: a tiny, honest number
+    assert (s.weight_grad_norm > 0).all() and (s.backward_std > 0).all()
+    assert s.weight_grad_nonzero[1] > 0
 
 
 def test_recording_removes_its_hooks():

@@ -141,6 +141,17 @@ def test_short_forward_training_learns():
     assert err < 0.6, err  # an untrained network is at about 1.0
 
 
+def test_history_ends_with_the_trained_model():
+    model, data, history = _short_forward_run(seed=0)
+    final = pinn_loss(model, data.tx_u, data.u, data.tx_f)
+    assert history["loss"][-1] == final["loss"].item()  # the returned model
+    steps, iterations = history["step"], history["iteration"]
+    assert steps == sorted(steps), steps
+    assert iterations == sorted(iterations) and iterations[-1] <= 20 + 150
+    assert iterations[-1] > 20  # L-BFGS iterations follow the 20 Adam steps
+    assert steps[-1] >= iterations[-1]  # at least one evaluation per iteration
+
+
 def test_seeded_training_repeats_exactly():
     _, _, h1 = _short_forward_run(seed=5)
     _, _, h2 = _short_forward_run(seed=5)
