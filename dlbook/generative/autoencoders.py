@@ -36,9 +36,8 @@ class AutoencoderConfig:
     """The shape of an autoencoder: ``in_features -> hidden -> latent``."""
 
     in_features: int = 784  # pixels of one image (28 x 28)
-    hidden: tuple[int, ...] = (
-        256,
-    )  # encoder widths; the decoder mirrors them
+    # encoder widths; the decoder mirrors them
+    hidden: tuple[int, ...] = (256,)
     latent: int = 2  # size of the code z, the bottleneck
     activation: str = "relu"  # between hidden layers: relu, tanh or elu
     output: str = "sigmoid"  # "sigmoid" for pixels in [0, 1], or "linear"

@@ -25,7 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlbook.checks import check_in_range, check_int, check_number, check_tensor
+from dlbook.checks import (
+    check_choice,
+    check_in_range,
+    check_int,
+    check_number,
+    check_tensor,
+)
 from dlbook.generative.autoencoders import ACTIVATIONS, mlp
 
 
@@ -44,11 +50,7 @@ class VAEConfig:
         self.hidden = tuple(self.hidden)
         for i, width in enumerate(self.hidden):
             check_int(f"hidden[{i}]", width, low=1)
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"activation must be one of {', '.join(ACTIVATIONS)}, got "
-                f"{self.activation!r}"
-            )
+        check_choice("activation", self.activation, tuple(ACTIVATIONS))
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -57,6 +59,13 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     Shapes:
         mu, logvar: (N, D); returns (N,).
     """
+    check_tensor("mu", mu, floating=True)
+    check_tensor("logvar", logvar, floating=True)
+    if mu.shape != logvar.shape:
+        raise ValueError(
+            f"mu and logvar must have the same shape, got {tuple(mu.shape)} "
+            f"and {tuple(logvar.shape)}"
+        )
     return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1)
 
 
@@ -283,7 +292,7 @@ def score_function_gradient(
     n: int,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """n one-sample estimates of ∇_μ E_q[f(z)] by the score function (REINFORCE).
+    """n one-sample score-function (REINFORCE) estimates of ∇_μ E_q[f(z)].
 
     Each estimate is f(z) ∇_μ log q(z) = f(z) (z − μ) / σ² at one z ~ q
     (Williams 1992): f is only evaluated, never differentiated.

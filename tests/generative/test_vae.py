@@ -208,3 +208,7 @@ def test_bad_inputs_are_refused():
         ELBOLoss(-1.0)
     with pytest.raises(ValueError, match="4 features per example"):
         vae(torch.rand(2, 5))
+    with pytest.raises(ValueError, match="activation must be one of"):
+        VAEConfig(activation="gelu")
+    with pytest.raises(ValueError, match="mu and logvar must have the same"):
+        gaussian_kl(torch.zeros(2, 3), torch.zeros(2, 1))
