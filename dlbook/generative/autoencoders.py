@@ -142,7 +142,7 @@ class DenoisingAutoencoder(Autoencoder):
 
 
 def principal_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Principal angles between the column spaces of ``a`` and ``b``, ascending.
+    """Principal angles between the column spaces of a and b, ascending.
 
     With orthonormal bases Q_a and Q_b, the cosines of the angles are the
     singular values of Q_aᵀ Q_b. Small angles are taken from their sines, the
