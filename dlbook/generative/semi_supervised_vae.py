@@ -149,7 +149,8 @@ class M2(nn.Module):
     def forward(self, x: torch.Tensor) -> M2Output:
         flat = self._flat(x)
         c = self.config.classes
-        onehot = torch.eye(c, device=flat.device)  # row y is class y
+        # row y of the identity is the one-hot code of class y
+        onehot = torch.eye(c, device=flat.device, dtype=flat.dtype)
         h = F.softplus(self.enc_x(flat)[:, None, :] + self.enc_y(onehot))
         mu, logvar = self.to_mu(h), self.to_logvar(h)  # (N, C, latent)
         z = reparameterize(mu, logvar)
