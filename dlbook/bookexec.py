@@ -53,7 +53,9 @@ GIB = 2**30
 class Budget:
     """What one chapter may take in a profile."""
 
-    wall_s: float  # seconds, on the profile's machine, with the build's threads
+    wall_s: (
+        float  # seconds, on the profile's machine, with the build's threads
+    )
     rss_gib: float  # peak resident memory of the kernel and its children, GiB
 
     def over(self, wall_s: float, cpu_s: float, rss_bytes: int) -> list[str]:
@@ -135,7 +137,9 @@ def read_notebook(path: str | Path, md_config=None, nb_config=None):
     nb_config = NbParserConfig() if nb_config is None else nb_config
     reader = create_nb_reader(str(path), md_config, nb_config, text)
     if reader is None:
-        raise NotANotebook(f"{path} is not a notebook (no jupytext front matter)")
+        raise NotANotebook(
+            f"{path} is not a notebook (no jupytext front matter)"
+        )
     nb = reader.read(text)
     # As myst_nb.sphinx_.Parser.parse: kernel aliases, then notebook-level configuration.
     kernel = nb.metadata.get("kernelspec", {}).get("name")
@@ -163,7 +167,9 @@ def excluded(path: str | Path, nb_config) -> bool:
 class Failure:
     """Why a chapter did not execute: the cell, where it is, and the error."""
 
-    cell: int | None  # index among all cells of the notebook; None: no cell ran
+    cell: (
+        int | None
+    )  # index among all cells of the notebook; None: no cell ran
     line: int | None  # line of the cell in the source file
     source: str  # the cell's code
     error: str  # "ValueError: ..." (the exception's last line)
@@ -171,7 +177,9 @@ class Failure:
 
     def describe(self, chapter: str) -> str:
         """One message that names the chapter and the cell, then shows both."""
-        where = "before any cell ran" if self.cell is None else f"cell {self.cell}"
+        where = (
+            "before any cell ran" if self.cell is None else f"cell {self.cell}"
+        )
         if self.line is not None:
             where += f" (line {self.line})"
         body = f"{chapter}: {where} failed: {self.error}"
@@ -196,7 +204,9 @@ class Execution:
     profile: str
     device: str
     started: float  # epoch seconds
-    load: tuple[float, float]  # 1-minute load average at the start and at the end
+    load: tuple[
+        float, float
+    ]  # 1-minute load average at the start and at the end
     failure: Failure | None = None
     run: str = ""
     executor: str = ""
@@ -240,7 +250,9 @@ class Execution:
 class _Sampler:
     """Samples the kernel's process tree: resident memory and CPU time."""
 
-    def __init__(self, client, interval: float = 0.1, children_every: float = 1.0):
+    def __init__(
+        self, client, interval: float = 0.1, children_every: float = 1.0
+    ):
         self.client = client
         self.interval = interval
         self.children_every = children_every
@@ -285,7 +297,10 @@ class _Sampler:
                 return
             now = time.monotonic()
             try:
-                if refresh_children or now - self._children_at > self.children_every:
+                if (
+                    refresh_children
+                    or now - self._children_at > self.children_every
+                ):
                     self._children = proc.children(recursive=True)
                     self._children_at = now
                 rss = proc.memory_info().rss
@@ -339,7 +354,9 @@ def _failure_from(nb, index: int | None, err: BaseException) -> Failure:
             text = text.split(marker, 2)[2].strip()
     else:
         error = f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
-    return Failure(cell=index, line=line, source=source, error=error, traceback=text)
+    return Failure(
+        cell=index, line=line, source=source, error=error, traceback=text
+    )
 
 
 def execute(
@@ -394,11 +411,15 @@ def execute(
     nb = read_notebook(path)[0] if notebook is None else notebook
     jobs = config.jobs() if jobs is None else check_int("jobs", jobs, low=1)
     threads = (
-        config.threads(jobs) if threads is None else check_int("threads", threads, low=1)
+        config.threads(jobs)
+        if threads is None
+        else check_int("threads", threads, low=1)
     )
     profile = config.profile()
-    timeout = chapter_timeout(profile) if timeout is None else check_number(
-        "timeout", timeout, low=0, low_open=True
+    timeout = (
+        chapter_timeout(profile)
+        if timeout is None
+        else check_number("timeout", timeout, low=0, low_open=True)
     )
     if cell_timeout is not None and cell_timeout <= 0:
         cell_timeout = None  # myst-nb's convention: no limit
@@ -422,7 +443,9 @@ def execute(
     load0 = os.getloadavg()[0]
     with contextlib.ExitStack() as stack:
         cwd = (
-            stack.enter_context(tempfile.TemporaryDirectory(prefix="dlbook-exec-"))
+            stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="dlbook-exec-")
+            )
             if in_temp
             else str(path.parent)
         )
@@ -452,8 +475,12 @@ def execute(
         client.on_cell_error = on_error
         # The kernel's own stderr (ipykernel's start-up notices; a crash's last words)
         # goes to a file, shown only when the chapter fails.
-        log_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="dlbook-log-"))
-        kernel_log = stack.enter_context(open(Path(log_dir) / "kernel.log", "w+b"))
+        log_dir = stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="dlbook-log-")
+        )
+        kernel_log = stack.enter_context(
+            open(Path(log_dir) / "kernel.log", "w+b")
+        )
         failure = None
         try:
             client.execute(cwd=cwd, env=kernel_env, stderr=kernel_log)
@@ -465,7 +492,9 @@ def execute(
             kernel_log.seek(0)
             tail = "\n".join(
                 line
-                for line in kernel_log.read().decode(errors="replace").splitlines()
+                for line in kernel_log.read()
+                .decode(errors="replace")
+                .splitlines()
                 if "running over TCP without encryption" not in line
             ).strip()[-3000:]
             if tail and not isinstance(err, CellExecutionError):
@@ -516,7 +545,9 @@ def execute_all(
             on_done(ex)
         return ex
 
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="dlbook-exec") as pool:
+    with ThreadPoolExecutor(
+        max_workers=jobs, thread_name_prefix="dlbook-exec"
+    ) as pool:
         return list(pool.map(one, chapters))
 
 
@@ -547,7 +578,9 @@ def cache_execution(cache_path: str | Path, execution: Execution) -> int:
         raise ValueError(
             f"execution of {execution.chapter} failed; only successful executions are cached"
         )
-    with file_lock(Path(cache_path).with_name(Path(cache_path).name + ".lock")):
+    with file_lock(
+        Path(cache_path).with_name(Path(cache_path).name + ".lock")
+    ):
         cache = get_cache(str(cache_path))
         record = cache.cache_notebook_bundle(
             CacheBundleIn(
@@ -563,7 +596,9 @@ def cache_execution(cache_path: str | Path, execution: Execution) -> int:
         )
         # The build will look the chapter up by the hash of its source: check it finds it.
         try:
-            found = cache.match_cache_notebook(read_notebook(execution.path)[0]).pk
+            found = cache.match_cache_notebook(
+                read_notebook(execution.path)[0]
+            ).pk
         except KeyError:
             found = None
     if found != record.pk:
@@ -595,8 +630,14 @@ def format_table(rows: Iterable[dict]) -> str:
     head = f"{'chapter':<44}{'wall s':>8}{'CPU s':>8}{'RSS GiB':>9}{'thr':>5}  status"
     lines = [head, "-" * len(head)]
     for r in rows:
-        status = "FAILED" if not r.get("ok", True) else (
-            "over: " + ", ".join(r["over"]) if r.get("over_budget") else "ok"
+        status = (
+            "FAILED"
+            if not r.get("ok", True)
+            else (
+                "over: " + ", ".join(r["over"])
+                if r.get("over_budget")
+                else "ok"
+            )
         )
         lines.append(
             f"{r['chapter']:<44}{r['wall_s']:>8.1f}{r['cpu_s']:>8.1f}"
@@ -611,14 +652,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Execute chapters as the book build does (several at a time, "
         "measured) and print their wall time, CPU time and peak memory.",
     )
-    ap.add_argument("chapters", nargs="+", type=Path, help="chapter sources (.md)")
-    ap.add_argument("--jobs", type=int, help="chapters at once (default DLBOOK_JOBS)")
-    ap.add_argument("--threads", type=int, help="threads per kernel (default DLBOOK_THREADS)")
-    ap.add_argument("--cache", type=Path, help="also put the executed notebooks into this jupyter-cache")
+    ap.add_argument(
+        "chapters", nargs="+", type=Path, help="chapter sources (.md)"
+    )
+    ap.add_argument(
+        "--jobs", type=int, help="chapters at once (default DLBOOK_JOBS)"
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        help="threads per kernel (default DLBOOK_THREADS)",
+    )
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        help="also put the executed notebooks into this jupyter-cache",
+    )
     ap.add_argument("--json", type=Path, help="write the rows to this file")
     args = ap.parse_args(argv)
-    jobs = config.jobs() if args.jobs is None else check_int("--jobs", args.jobs, low=1)
-    threads = config.threads(jobs) if args.threads is None else check_int("--threads", args.threads, low=1)
+    jobs = (
+        config.jobs()
+        if args.jobs is None
+        else check_int("--jobs", args.jobs, low=1)
+    )
+    threads = (
+        config.threads(jobs)
+        if args.threads is None
+        else check_int("--threads", args.threads, low=1)
+    )
     print(
         f"executing {len(args.chapters)} chapter(s), {min(jobs, len(args.chapters))} at a time, {threads} thread(s) "
         f"each, profile {config.profile()}, load average {os.getloadavg()[0]:.2f}",
@@ -631,8 +692,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run = new_run_id()
     executions = execute_all(
-        [(p, None) for p in args.chapters], jobs=jobs, threads=threads, on_done=done,
-        run=run, executor="python -m dlbook.bookexec",
+        [(p, None) for p in args.chapters],
+        jobs=jobs,
+        threads=threads,
+        on_done=done,
+        run=run,
+        executor="python -m dlbook.bookexec",
     )
     rows = [ex.row() for ex in executions]
     print(format_table(rows))

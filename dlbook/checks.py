@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "check_array",
     "check_choice",
     "check_in_range",
     "check_int",
@@ -34,6 +35,7 @@ __all__ = [
     "check_number",
     "check_probability",
     "check_same_length",
+    "check_same_shape",
     "check_tensor",
 ]
 
@@ -297,3 +299,71 @@ def check_same_length(**named: Any) -> int:
             f"{' and '.join(lengths)} must have the same length, but {listed}"
         )
     return next(iter(lengths.values()))
+
+
+def check_same_shape(**named: Any) -> tuple[int, ...]:
+    """All arguments (tensors or arrays) have the same shape; returns it.
+
+    Broadcasting is not matching: ``check_same_shape(output=o, target=t)``
+    refuses a ``(1, 3)`` target for a ``(4, 3)`` output, naming both.
+    """
+    shapes = {k: tuple(v.shape) for k, v in named.items()}
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(f"{k} has {s}" for k, s in shapes.items())
+        raise ValueError(
+            f"{' and '.join(shapes)} must have the same shape, but {listed}"
+        )
+    return next(iter(shapes.values()))
+
+
+def check_array(
+    name: str,
+    x: Any,
+    *,
+    ndim: int | Sequence[int] | None = None,
+    shape: Sequence[int | None] | None = None,
+    floating: bool | None = None,
+    finite: bool = False,
+    nonempty: bool = False,
+) -> np.ndarray:
+    """A NumPy ``ndarray``: :func:`check_tensor`'s checks, for NumPy code.
+
+    ``floating=True`` refuses integer arrays (which NumPy layers would
+    silently truncate when they write their results back into the input's
+    dtype); ``finite=True`` refuses NaN and infinity.
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {_describe(x)}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.ndim not in allowed:
+            want = " or ".join(str(d) for d in allowed)
+            raise ValueError(
+                f"{name} must have {want} dimensions, got shape {x.shape}"
+            )
+    if shape is not None:
+        ok = len(shape) == x.ndim and all(
+            s is None or s == d for s, d in zip(shape, x.shape)
+        )
+        if not ok:
+            want = "(" + ", ".join("*" if s is None else str(s) for s in shape)
+            raise ValueError(
+                f"{name} must have shape {want.rstrip(', ')}), got {x.shape}"
+            )
+    is_float = np.issubdtype(x.dtype, np.floating)
+    if floating is True and not is_float:
+        raise TypeError(
+            f"{name} must have a floating dtype, got {x.dtype} (convert it "
+            "with .astype(np.float64); integer input would be truncated)"
+        )
+    if floating is False and not np.issubdtype(x.dtype, np.integer):
+        raise TypeError(f"{name} must have an integer dtype, got {x.dtype}")
+    if nonempty and x.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {x.shape}")
+    if finite and is_float and not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).sum())
+        raise ValueError(
+            f"{name} must be finite, but {bad} of its {x.size} entries "
+            "are NaN or infinite"
+        )
+    return x

@@ -61,9 +61,7 @@ def _positive_int_from_env(name: str) -> int | None:
     except ValueError:
         number = 0
     if number < 1:
-        raise ValueError(
-            f"{name} must be a positive integer, got {value!r}"
-        )
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return number
 
 
@@ -139,7 +137,9 @@ def apply_threads() -> int | None:
         torch.set_num_threads(n)
     try:
         from threadpoolctl import threadpool_limits
-    except ImportError:  # the environment variables cover libraries loaded from now on
+    except (
+        ImportError
+    ):  # the environment variables cover libraries loaded from now on
         pass
     else:
         threadpool_limits(limits=n)
@@ -148,7 +148,9 @@ def apply_threads() -> int | None:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(n)
             tf.config.threading.set_inter_op_parallelism_threads(n)
-        except RuntimeError:  # TensorFlow already started, with its own setting
+        except (
+            RuntimeError
+        ):  # TensorFlow already started, with its own setting
             pass
     return n
 
@@ -245,33 +247,77 @@ def settings(
     return Settings(chosen, quick if chosen == "quick" else full)
 
 
+def _available(kind: str) -> tuple[bool, int]:
+    """Whether this machine has devices of ``kind``, and how many (1 if not countable)."""
+    if kind == "cpu":
+        return True, 1
+    if kind == "cuda":
+        ok = torch.cuda.is_available()
+        return ok, torch.cuda.device_count() if ok else 0
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return bool(mps is not None and mps.is_available()), 1
+    if kind == "xpu":
+        xpu = getattr(torch, "xpu", None)
+        ok = bool(xpu is not None and xpu.is_available())
+        return ok, xpu.device_count() if ok else 0
+    return False, 0
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+_NAMES = {"cuda": "CUDA", "mps": "MPS (Apple GPUs)", "xpu": "XPU (Intel GPUs)"}
+"""The device types :func:`device` accepts (when the machine has them)."""
+
+
 def device(prefer: str | None = None) -> torch.device:
     """The device to compute on: CUDA if present, else the CPU.
 
     Args:
-        prefer: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` to override the choice; when it is
-            ``None`` the environment variable ``DLBOOK_DEVICE`` may override it instead.
+        prefer: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"xpu[:N]"`` to override
+            the choice; when it is ``None`` the environment variable ``DLBOOK_DEVICE`` may
+            override it instead (surrounding spaces are ignored, as for ``DLBOOK_PROFILE``).
 
     Raises:
-        ValueError: if the requested device is not a device name.
-        RuntimeError: if CUDA is requested and not available.
+        ValueError: if the requested device is not a device name, or not one to compute
+            on (``"meta"`` holds no data).
+        RuntimeError: if the requested device is not on this machine (no CUDA, no
+            ``cuda:3`` on a machine with two GPUs, no MPS or XPU).
     """
-    choice = (
-        prefer
-        if prefer is not None
-        else os.environ.get("DLBOOK_DEVICE") or None
-    )
+    source = "device"
+    choice = prefer
+    if choice is None:
+        choice = os.environ.get("DLBOOK_DEVICE", "").strip() or None
+        source = "DLBOOK_DEVICE"
     if choice is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(choice, (str, torch.device)):
+        raise TypeError(
+            f"device must be a device name such as 'cpu' or 'cuda:0', got "
+            f"{type(choice).__name__}"
+        )
+    expected = "expected 'cpu', 'cuda', 'cuda:N', 'mps' or 'xpu'"
     try:
-        dev = torch.device(choice)
+        dev = torch.device(
+            choice.strip() if isinstance(choice, str) else choice
+        )
     except RuntimeError as err:
         raise ValueError(
-            f"device {choice!r} is not a device name; expected 'cpu', 'cuda' or 'cuda:N'"
+            f"{source}={choice!r} is not a device name; {expected}"
         ) from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
+    if dev.type not in DEVICE_TYPES:
+        raise ValueError(
+            f"{source}={choice!r} is not a device to compute on; {expected}"
+        )
+    ok, count = _available(dev.type)
+    if not ok:
         raise RuntimeError(
-            f"device {choice!r} was requested but CUDA is not available on this machine"
+            f"{source}={choice!r} was requested but {_NAMES[dev.type]} is "
+            "not available on this machine"
+        )
+    if dev.index is not None and dev.index >= count:
+        raise RuntimeError(
+            f"{source}={choice!r} was requested but this machine has "
+            f"{count} {dev.type.upper()} device(s), numbered from 0"
         )
     return dev
 
@@ -296,9 +342,11 @@ def seed_everything(
     if (
         not isinstance(seed, (int, np.integer))
         or isinstance(seed, bool)
-        or seed < 0
+        or not 0 <= seed < 2**64  # torch.manual_seed takes 64 bits
     ):
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise ValueError(
+            f"seed must be a non-negative integer below 2**64, got {seed!r}"
+        )
     seed = int(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -318,9 +366,8 @@ def seed_everything(
     if tensorflow or (tensorflow is None and "tensorflow" in sys.modules):
         import tensorflow as tf
 
-        tf.keras.utils.set_random_seed(
-            seed
-        )  # seeds Python, NumPy and TF in one call
+        # Seeds Python, NumPy and TF in one call; NumPy's legacy seed is 32-bit.
+        tf.keras.utils.set_random_seed(seed % 2**32)
         if deterministic:
             tf.config.experimental.enable_op_determinism()
 

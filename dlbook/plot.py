@@ -18,6 +18,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from dlbook.checks import check_probability
+
 PALETTE = (
     "#0072B2",
     "#D55E00",
@@ -113,6 +115,11 @@ def plot_history(
         ax: draw on this ``Axes``; default: a new figure.
     """
     metrics = getattr(history, "metrics", history)
+    if not hasattr(metrics, "keys"):
+        raise TypeError(
+            "history must be a History or a mapping of metric names to "
+            f"per-epoch values, got {type(history).__name__}"
+        )
     keys = (
         list(keys)
         if keys is not None
@@ -122,6 +129,11 @@ def plot_history(
     if missing:
         raise KeyError(
             f"history has no {missing}; it holds: {', '.join(metrics)}"
+        )
+    if not keys:
+        raise ValueError(
+            "nothing to plot: the history holds no metric ending in 'loss' "
+            f"(it holds: {', '.join(metrics) or 'nothing'}); pass keys=[...]"
         )
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots()
     for key in keys:
@@ -187,11 +199,20 @@ def overlay(
 ) -> np.ndarray:
     """Blend ``heatmap`` (``(H, W)``, values in [0, 1]) onto ``image`` and return RGB in [0, 1].
 
-    The heat map is coloured with ``cmap`` and mixed as ``(1 - alpha) * image + alpha * colour``.
+    The image is read by its dtype: integers are 0..255, floats 0..1 (a float
+    image in 0..255 is an error). The heat map is coloured with ``cmap`` and
+    mixed as ``(1 - alpha) * image + alpha * colour``.
     """
-    image = _as_image(image).astype(np.float32)
-    if image.max() > 1.0:
+    raw = _as_image(image)
+    image = raw.astype(np.float32)
+    if np.issubdtype(raw.dtype, np.integer):
         image = image / 255.0
+    elif np.nanmax(image, initial=0.0) > 2.0:
+        raise ValueError(
+            "image must be a float image in [0, 1] or an integer image in "
+            f"0..255, got floats up to {np.nanmax(image):.4g} (divide by 255 "
+            "or convert to uint8)"
+        )
     image = np.clip(
         image, 0.0, 1.0
     )  # resampled images overshoot [0, 1] slightly
@@ -204,6 +225,13 @@ def overlay(
         )
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    check_probability("alpha", alpha)
+    if not np.isfinite(heat).all():
+        raise ValueError(
+            f"heatmap must be finite, but {int((~np.isfinite(heat)).sum())} "
+            "of its values are NaN or infinite (they would be drawn as a "
+            "colour)"
+        )
     colour = plt.get_cmap(cmap)(np.clip(heat, 0.0, 1.0))[..., :3]
     return (1 - alpha) * image + alpha * colour
 

@@ -147,7 +147,9 @@ def _write_notebooks(app, exception) -> None:
 
 def _nb_configs(env):
     """myst-parser's and myst-nb's configuration of this build (None without myst-nb)."""
-    return getattr(env, "myst_config", None), getattr(env, "mystnb_config", None)
+    return getattr(env, "myst_config", None), getattr(
+        env, "mystnb_config", None
+    )
 
 
 def _read(env, docname):
@@ -158,7 +160,9 @@ def _read(env, docname):
         nb, doc_config = bookexec.read_notebook(path, md_config, nb_config)
     except bookexec.NotANotebook:
         return None
-    if doc_config.execution_mode != "cache" or bookexec.excluded(path, doc_config):
+    if doc_config.execution_mode != "cache" or bookexec.excluded(
+        path, doc_config
+    ):
         return None
     return path, nb, doc_config
 
@@ -221,16 +225,23 @@ def _execute_missing(app, env, docnames) -> None:
             continue
         failed.append(str(ex.path))
         message = ex.failure.describe(docname)
-        report = Path(app.outdir, "reports", *(docname + ".err.log").split("/"))
+        report = Path(
+            app.outdir, "reports", *(docname + ".err.log").split("/")
+        )
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(message, encoding="utf-8")
         if not nb_config.execution_show_tb:
             message = message.splitlines()[0] + f" (traceback in {report})"
-        logger.warning(message, location=docname, type="dlbook", subtype="exec")
+        logger.warning(
+            message, location=docname, type="dlbook", subtype="exec"
+        )
     if failed:
         # myst-nb would execute these again (they are not in the cache): it must not
         env.mystnb_config = nb_config.copy(
-            execution_excludepatterns=[*nb_config.execution_excludepatterns, *failed]
+            execution_excludepatterns=[
+                *nb_config.execution_excludepatterns,
+                *failed,
+            ]
         )
 
 
@@ -253,7 +264,9 @@ def _unmeasured_row(docname: str, exec_data: dict) -> dict:
         "budget_wall_s": budget.wall_s,
         "budget_rss_gib": budget.rss_gib,
         "over_budget": runtime is not None and runtime > budget.wall_s,
-        "over": ["time"] if runtime is not None and runtime > budget.wall_s else [],
+        "over": ["time"]
+        if runtime is not None and runtime > budget.wall_s
+        else [],
         "measured": False,
     }
 
@@ -273,16 +286,23 @@ def _collect_rows(app, env):
     for docname in read:
         rows.pop(docname, None)
         if docname in executed and not executed[docname]["ok"]:
-            rows[docname] = {**executed[docname], "executed_in_this_build": True}
+            rows[docname] = {
+                **executed[docname],
+                "executed_in_this_build": True,
+            }
             continue
         exec_data = (
-            NbMetadataCollector.get_exec_data(env, docname) if nb_config else None
+            NbMetadataCollector.get_exec_data(env, docname)
+            if nb_config
+            else None
         )
         if not exec_data:
             continue  # not an executed notebook
         found = _read(env, docname)
         record = (
-            bookexec.cached(nb_config.execution_cache_path, found[1]) if found else None
+            bookexec.cached(nb_config.execution_cache_path, found[1])
+            if found
+            else None
         )
         if record is not None and "dlbook" in (record.data or {}):
             row = dict(record.data["dlbook"])
@@ -313,7 +333,9 @@ class BudgetTable(SphinxDirective):
     def run(self):
         from myst_nb.sphinx_ import NbMetadataCollector
 
-        NbMetadataCollector.set_doc_data(self.env, self.env.docname, self.KEY, True)
+        NbMetadataCollector.set_doc_data(
+            self.env, self.env.docname, self.KEY, True
+        )
         return [budget_table_node()]
 
 
@@ -364,7 +386,9 @@ def budget_table(rows: list[dict], parent_docname: str) -> nodes.table:
             refwarn=True,
             classes=["xref", "doc"],
         )
-        link += nodes.inline(text=r["chapter"].removeprefix("book/"), classes=["doc"])
+        link += nodes.inline(
+            text=r["chapter"].removeprefix("book/"), classes=["doc"]
+        )
         if not r.get("ok", True):
             status = "❌ failed"
         elif r.get("over_budget"):
@@ -378,7 +402,9 @@ def budget_table(rows: list[dict], parent_docname: str) -> nodes.table:
             nodes.paragraph(text=_fmt(r.get("wall_s"))),
             nodes.paragraph(text=_fmt(r.get("cpu_s"))),
             nodes.paragraph(text=_fmt(r.get("peak_rss_gib"), 2)),
-            nodes.paragraph(text="-" if r.get("threads") is None else str(r["threads"])),
+            nodes.paragraph(
+                text="-" if r.get("threads") is None else str(r["threads"])
+            ),
             nodes.paragraph(text=str(r.get("profile", "-"))),
             nodes.paragraph(text=str(r.get("device", "-")).split(" (")[0]),
             nodes.paragraph(text=status),
@@ -395,7 +421,8 @@ class BudgetTableTransform(SphinxPostTransform):
 
     def run(self, **kwargs) -> None:
         rows = sorted(
-            getattr(self.env, "dlbook_rows", {}).values(), key=lambda r: r["chapter"]
+            getattr(self.env, "dlbook_rows", {}).values(),
+            key=lambda r: r["chapter"],
         )
         for node in list(self.document.findall(budget_table_node)):
             node.replace_self(budget_table(rows, self.env.docname))
@@ -418,7 +445,9 @@ def _write_status(app, exception) -> None:
         return
     rows = list(getattr(app.env, "dlbook_rows", {}).values())
     out = Path(app.outdir) / STATUS_JSON
-    out.write_text(json.dumps(status_document(rows), indent=1) + "\n", encoding="utf-8")
+    out.write_text(
+        json.dumps(status_document(rows), indent=1) + "\n", encoding="utf-8"
+    )
 
 
 def setup(app):

@@ -26,6 +26,20 @@ if os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get("DLBOOK_THREADS"
     os.environ["DLBOOK_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // _workers))
 
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# Property-based tests (Hypothesis): derandomized by default, so that every run, in CI or
+# here, draws the same examples and a failure reproduces; no example database is written.
+# HYPOTHESIS_PROFILE=explore draws fresh examples each run (and may find new failures).
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("explore", deadline=None, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO = Path(__file__).resolve().parents[1]
 MIRROR = REPO.parent / "shared" / "datasets"  # ../shared/datasets beside the checkout

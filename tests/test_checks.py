@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dlbook.checks import (
+    check_array,
     check_choice,
     check_int,
     check_labels,
@@ -14,6 +15,7 @@ from dlbook.checks import (
     check_number,
     check_probability,
     check_same_length,
+    check_same_shape,
     check_tensor,
 )
 
@@ -108,6 +110,33 @@ def test_nonempty_and_same_length():
     assert check_same_length(x=torch.zeros(4, 2), y=np.zeros(4)) == 4
     with pytest.raises(ValueError, match="x and y must have the same length, but x has 4, y has 1"):
         check_same_length(x=torch.zeros(4, 2), y=torch.zeros(1))
+
+
+def test_same_shape_refuses_broadcastable_shapes():
+    assert check_same_shape(a=torch.zeros(4, 3), b=np.zeros((4, 3))) == (4, 3)
+    with pytest.raises(ValueError, match=r"logits and target must have the same shape, but logits has \(4, 3\), "
+                                         r"target has \(1, 3\)"):
+        check_same_shape(logits=torch.zeros(4, 3), target=torch.zeros(1, 3))
+
+
+def test_array_checks_read_like_the_tensor_checks():
+    x = np.zeros((2, 3))
+    assert check_array("x", x, ndim=2, shape=(None, 3), floating=True, finite=True, nonempty=True) is x
+    with pytest.raises(TypeError, match="x must be a NumPy array, got a tensor of shape"):
+        check_array("x", torch.zeros(2))
+    with pytest.raises(TypeError, match="x must have a floating dtype, got int64.*truncated"):
+        check_array("x", np.zeros(3, dtype=np.int64), floating=True)
+    with pytest.raises(TypeError, match="y must have an integer dtype, got float64"):
+        check_array("y", np.zeros(3), floating=False)
+    with pytest.raises(ValueError, match=r"x must have shape \(\*, 4\), got \(2, 3\)"):
+        check_array("x", x, shape=(None, 4))
+    with pytest.raises(ValueError, match="x must have 1 dimensions"):
+        check_array("x", x, ndim=1)
+    with pytest.raises(ValueError, match="must not be empty"):
+        check_array("x", np.zeros((0, 3)), nonempty=True)
+    x[1, 1] = np.inf
+    with pytest.raises(ValueError, match="1 of its 6 entries are NaN or infinite"):
+        check_array("x", x, finite=True)
 
 
 def test_in_range_accepts_the_closed_interval_and_refuses_the_rest():

@@ -35,7 +35,6 @@ def test_smollm2_completes_a_fact_greedily():
 
 
 def test_xception_features_separate_classes_a_random_network_cannot():
-    import numpy as np
     from sklearn.linear_model import LogisticRegression
 
     from dlbook.data import load_fashion_mnist

@@ -277,7 +277,7 @@ def catalogue(book: str | Path | None = None) -> list[dict[str, str]]:
                 "licence": e.licence,
                 "source": e.source,
                 "package": e.package or "",
-            "install": install_line(e) if e.version else "",
+                "install": install_line(e) if e.version else "",
                 "profiles": ", ".join(e.profiles),
                 "loader": e.loader,
                 "chapters": used[e.name],

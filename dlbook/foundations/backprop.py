@@ -30,6 +30,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dlbook.checks import (
+    check_array,
+    check_int,
+    check_labels,
+    check_nonempty,
+    check_number,
+    check_same_length,
+)
 from dlbook.train import History
 
 # --- the engine -------------------------------------------------------------
@@ -83,7 +91,17 @@ class Tensor:
         _parents: tuple[Tensor, ...] = (),
         _op: str = "",
     ):
+        _raw = data
         data = np.asarray(data)
+        if not (
+            np.issubdtype(data.dtype, np.floating)
+            or np.issubdtype(data.dtype, np.integer)
+            or data.dtype == np.bool_
+        ):
+            raise TypeError(
+                f"data must be real numbers (an array, a number or a nested "
+                f"list), got dtype {data.dtype} from {type(_raw).__name__}"
+            )
         self.data = (
             data
             if np.issubdtype(data.dtype, np.floating)
@@ -377,6 +395,8 @@ def cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
             "cross_entropy needs logits (n, K) and targets (n,), got "
             f"{logits.shape} and {targets.shape}"
         )
+    check_nonempty("targets", targets)
+    check_array("targets", targets, floating=False)
     if targets.min() < 0 or targets.max() >= logits.shape[1]:
         raise ValueError(
             f"targets must lie in [0, {logits.shape[1]}), got range "
@@ -421,9 +441,14 @@ class MLP:
         seed: int = 0,
         dtype=np.float64,
     ):
-        if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
+        if len(sizes) < 2 or any(
+            isinstance(s, bool)
+            or not isinstance(s, (int, np.integer))
+            or int(s) < 1
+            for s in sizes
+        ):
             raise ValueError(
-                "sizes must list at least two positive widths (input, ..., "
+                "sizes must list at least two positive integer widths (input, ..., "
                 f"output), got {tuple(sizes)}"
             )
         if activation not in _ACTIVATIONS:
@@ -496,6 +521,23 @@ _F = {
 }
 
 
+def _check_layers(weights, biases, x, y) -> None:
+    """One (in, out) weight and (out,) bias per layer, chained; labels in range."""
+    if len(weights) != len(biases) or not weights:
+        raise ValueError(
+            f"weights and biases must list one array per layer, got "
+            f"{len(weights)} weights and {len(biases)} biases"
+        )
+    x = check_array("x", x, ndim=2, floating=True, nonempty=True)
+    width = x.shape[1]
+    for i, (W, b) in enumerate(zip(weights, biases)):
+        check_array(f"weights[{i}]", W, shape=(width, None), floating=True)
+        check_array(f"biases[{i}]", b, shape=(W.shape[1],), floating=True)
+        width = W.shape[1]
+    check_labels("y", np.asarray(y), width)
+    check_same_length(x=x, y=y)
+
+
 def mlp_backward(
     weights: Sequence[np.ndarray],
     biases: Sequence[np.ndarray],
@@ -525,6 +567,7 @@ def mlp_backward(
         raise ValueError(
             f"activation must be one of {tuple(_F)}, got {activation!r}"
         )
+    _check_layers(weights, biases, x, y)
     f, df = _F[activation]
     a, zs, acts = x, [], [x]
     for i, (W, b) in enumerate(zip(weights, biases)):
@@ -552,6 +595,14 @@ def mlp_backward(
 # --- the numerical gradient check -------------------------------------------
 
 
+def _check_perturbable(x: np.ndarray, eps: float) -> None:
+    """An array ``f`` can read and we can write, and a step ``eps`` > 0."""
+    check_array("x", x)
+    if not x.flags.writeable:
+        raise ValueError("x must be writeable: it is perturbed in place")
+    check_number("eps", eps, low=0, low_open=True)
+
+
 def numerical_gradient(
     f: Callable[[], float], x: np.ndarray, eps: float = 1e-6
 ) -> np.ndarray:
@@ -562,21 +613,22 @@ def numerical_gradient(
     rounding error O(u/ε) for the unit round-off u; in float64 ε = 1e-6
     balances them. It costs two evaluations of ``f`` per entry.
     """
+    _check_perturbable(x, eps)
     if x.dtype != np.float64:
         raise ValueError(
             f"numerical gradients need float64 to be accurate, got {x.dtype}"
         )
-    grad = np.empty_like(x)
-    # views: writing flat writes x
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
+    grad = np.zeros_like(x)
+    # Index x itself, in any memory layout: a reshape of a transposed or
+    # Fortran-ordered array is a copy, and perturbing a copy changes nothing.
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + eps
         f_plus = f()
-        flat[i] = old - eps
+        x[i] = old - eps
         f_minus = f()
-        flat[i] = old
-        gflat[i] = (f_plus - f_minus) / (2 * eps)
+        x[i] = old
+        grad[i] = (f_plus - f_minus) / (2 * eps)
     return grad
 
 
@@ -625,6 +677,12 @@ class SGDConfig:
     epochs: int = 10  # passes over the training set
     seed: int = 0  # seeds the order of the examples in each epoch
 
+    def __post_init__(self):
+        check_number("lr", self.lr, low=0)
+        check_int("batch_size", self.batch_size, low=1)
+        check_int("epochs", self.epochs, low=0)
+        check_int("seed", self.seed, low=0)
+
 
 def batches(
     n: int, batch_size: int, rng: np.random.Generator
@@ -639,6 +697,9 @@ def accuracy(
     model: MLP, x: np.ndarray, y: np.ndarray, batch_size: int = 4096
 ) -> float:
     """Fraction of examples whose largest logit is the label (no graph)."""
+    check_nonempty("x", x)
+    check_same_length(x=x, y=y)
+    check_int("batch_size", batch_size, low=1)
     right = 0
     for start in range(0, len(x), batch_size):
         right += int(
@@ -648,6 +709,15 @@ def accuracy(
             ).sum()
         )
     return right / len(x)
+
+
+def _check_training(model, x, y, cfg, x_test, y_test) -> None:
+    """Something to train on, labels the model can output, a valid config."""
+    check_nonempty("x", x)
+    cfg.__post_init__()  # the fields may have been changed since
+    check_labels("y", np.asarray(y), model.sizes[-1])
+    if x_test is not None:
+        check_same_length(x_test=x_test, y_test=y_test)
 
 
 def train(
@@ -670,6 +740,7 @@ def train(
         raise ValueError(
             f"x and y must have the same length, got {len(x)} and {len(y)}"
         )
+    _check_training(model, x, y, cfg, x_test, y_test)
     rng = np.random.default_rng(cfg.seed)
     history = History()
     for _ in range(cfg.epochs):

@@ -38,6 +38,8 @@ from torch.utils.data import (
     TensorDataset,
 )
 
+from dlbook.checks import check_int, check_labels, check_number, check_tensor
+
 # --- activation functions and their derivatives ---------------------------
 
 
@@ -73,8 +75,8 @@ def tanh_grad(x: Tensor) -> Tensor:
 
 
 def relu(x: Tensor) -> Tensor:
-    """ReLU(x) = max(0, x)."""
-    return torch.where(x > 0, x, torch.zeros_like(x))
+    """ReLU(x) = max(0, x); NaN stays NaN, as in PyTorch."""
+    return torch.where(x < 0, torch.zeros_like(x), x)
 
 
 def relu_grad(x: Tensor) -> Tensor:
@@ -155,6 +157,12 @@ def softmax(x: Tensor, dim: int = -1) -> Tensor:
     denominator are multiplied by the same exp(−m)) and no exponential can
     overflow.
     """
+    check_tensor("x", x, floating=True)
+    if x.ndim == 0 or x.shape[dim] == 0:
+        raise ValueError(
+            f"x must have at least one entry along dim={dim}, got shape "
+            f"{tuple(x.shape)}"
+        )
     z = x - x.amax(dim=dim, keepdim=True)
     e = torch.exp(z)
     return e / e.sum(dim=dim, keepdim=True)
@@ -213,7 +221,7 @@ def activation(name: str) -> Activation:
 # --- logistic and softmax regression --------------------------------------
 
 
-def _check_xy(X: Tensor, y: Tensor) -> None:
+def _check_xy(X: Tensor, y: Tensor, finite: bool = False) -> None:
     if not isinstance(X, Tensor) or X.ndim != 2:
         raise ValueError(
             "X must be a (n, d) tensor of features, got "
@@ -224,6 +232,7 @@ def _check_xy(X: Tensor, y: Tensor) -> None:
             f"y must be a ({len(X)},) tensor of labels, one per row of X, got "
             f"{getattr(y, 'shape', type(y).__name__)}"
         )
+    check_tensor("X", X, floating=True, finite=finite, nonempty=True)
 
 
 def logistic_nll(
@@ -272,6 +281,7 @@ def softmax_nll(
         ``(loss, grad_W, grad_b)``.
     """
     _check_xy(X, y)
+    check_labels("y", y, W.shape[-1])
     Z = X @ W + b  # (n, K)
     m = Z.amax(dim=1, keepdim=True)
     logsumexp = (m + torch.log(torch.exp(Z - m).sum(dim=1, keepdim=True)))[
@@ -316,6 +326,11 @@ class GDConfig:
     steps: int = 200  # number of gradient steps
     # lambda of the L2 penalty (lambda / 2) ||w||^2; the bias is not penalised
     weight_decay: float = 0.0
+
+    def __post_init__(self):
+        check_number("lr", self.lr, low=0, low_open=True)
+        check_int("steps", self.steps, low=0)
+        check_number("weight_decay", self.weight_decay, low=0)
 
 
 def gradient_descent(
@@ -392,7 +407,7 @@ def fit_logistic_regression(
         X: features (n, d) (images are flattened); y: labels (n,) in {0, 1}.
     """
     X = X.flatten(1)
-    _check_xy(X, y)
+    _check_xy(X, y, finite=True)
     labels = set(torch.unique(y).tolist())
     if not labels <= {0, 1}:
         raise ValueError(
@@ -422,7 +437,7 @@ def fit_softmax_regression(
         num_classes: K; default: ``y.max() + 1``.
     """
     X = X.flatten(1)
-    _check_xy(X, y)
+    _check_xy(X, y, finite=True)
     K = int(y.max()) + 1 if num_classes is None else num_classes
     if y.dtype != torch.long or int(y.min()) < 0 or int(y.max()) >= K:
         raise ValueError(
@@ -449,6 +464,12 @@ class MLPConfig:
     )  # width of each hidden layer; () gives softmax regression
     d_out: int = 10  # outputs: one logit per class
     activation: str = "relu"  # a key of ACTIVATIONS
+
+    def __post_init__(self):
+        check_int("d_in", self.d_in, low=1)
+        check_int("d_out", self.d_out, low=1)
+        for i, h in enumerate(self.hidden):
+            check_int(f"hidden[{i}]", h, low=1)
 
 
 class MLP(nn.Module):
@@ -587,6 +608,9 @@ def summed_cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
 def count_params(d_in: int, hidden: Sequence[int], d_out: int) -> int:
     """Weights and biases of an MLP: Σ_l (n_{l−1} + 1) n_l."""
     sizes = [d_in, *hidden, d_out]
+    names = ["d_in", *(f"hidden[{i}]" for i in range(len(hidden))), "d_out"]
+    for name, size in zip(names, sizes):
+        check_int(name, size, low=1)
     return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
@@ -608,6 +632,8 @@ def width_for_budget(
     """
     if depth < 1:
         raise ValueError(f"depth must be at least 1 hidden layer, got {depth}")
+    check_int("depth", depth)
+    check_int("budget", budget, low=1)
     smallest = count_params(d_in, [1] * depth, d_out)
     if budget < smallest:
         raise ValueError(

@@ -31,16 +31,43 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dlbook.checks import (
+    check_int,
+    check_nonempty,
+    check_number,
+    check_same_shape,
+    check_tensor,
+)
 from dlbook.graphs.gcn import (
     GCNConv,
     PatienceStop,
     TrainConfig,
+    _check_features,
     check_edge_index,
     feature_dropout,
     propagate,
 )
 
 # --- softmax over neighbourhoods -------------------------------------------------------------
+
+
+def _check_segments(src: Tensor, index: Tensor, num_segments: int) -> None:
+    """Floating ``src`` (E, *), integer ``index`` (E,) in [0, num_segments)."""
+    check_int("num_segments", num_segments, low=0)
+    check_tensor("src", src, floating=True)
+    check_tensor("index", index, ndim=1, floating=False)
+    if src.ndim == 0 or src.size(0) != index.size(0):
+        raise ValueError(
+            f"index must have one entry per row of src ({src.shape[0] if src.ndim else 0}"
+            f"), got {index.size(0)}"
+        )
+    if index.numel() and (
+        int(index.min()) < 0 or int(index.max()) >= num_segments
+    ):
+        raise ValueError(
+            f"index must hold segments in [0, {num_segments}), got values "
+            f"from {int(index.min())} to {int(index.max())}"
+        )
 
 
 def segment_softmax(src: Tensor, index: Tensor, num_segments: int) -> Tensor:
@@ -59,6 +86,7 @@ def segment_softmax(src: Tensor, index: Tensor, num_segments: int) -> Tensor:
         index: (E,) segment of each row, in [0, num_segments).
         output: same shape as src.
     """
+    _check_segments(src, index, num_segments)
     size = (num_segments,) + tuple(src.shape[1:])
     expanded = index.view((-1,) + (1,) * (src.dim() - 1)).expand_as(src)
     seg_max = src.new_full(size, -math.inf).scatter_reduce_(
@@ -143,6 +171,9 @@ class GATConv(nn.Module):
             )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        in_channels = check_int("in_channels", in_channels, low=1)
+        out_channels = check_int("out_channels", out_channels, low=1)
+        check_number("negative_slope", negative_slope)
         self.in_channels, self.out_channels, self.heads, self.concat = (
             in_channels,
             out_channels,
@@ -209,6 +240,8 @@ class GATConv(nn.Module):
         edge_index: Tensor,
         return_attention_weights: bool | None = None,
     ):
+        weight = next(self.parameters())
+        _check_features(x, self.in_channels, weight.dtype)
         num_nodes = x.size(0)
         edge_index = check_edge_index(edge_index, num_nodes)
         if self.add_self_loops:
@@ -505,10 +538,15 @@ def micro_f1(logits: Tensor, target: Tensor) -> float:
     Shapes:
         logits, target: (N, L); target holds 0/1.
     """
+    check_tensor("logits", logits, ndim=2, nonempty=True)
+    check_tensor("target", target, ndim=2)
+    check_same_shape(logits=logits, target=target)
     pred, target = logits > 0, target > 0.5
     tp = (pred & target).sum().item()
     fp = (pred & ~target).sum().item()
     fn = (~pred & target).sum().item()
+    # No positive predicted or true: precision and recall are both 0/0; 1.0
+    # (nothing to find, nothing claimed), as scikit-learn's zero_division=1.
     return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
 
 
@@ -521,6 +559,7 @@ def collate(graphs: Sequence) -> tuple[Tensor, Tensor, Tensor]:
     Shapes:
         output: x (ΣN, F), edge_index (2, ΣE), y (ΣN, L).
     """
+    check_nonempty("graphs", graphs)
     offsets = torch.tensor([0] + [g.num_nodes for g in graphs[:-1]]).cumsum(0)
     edge_index = torch.cat(
         [g.edge_index + int(o) for g, o in zip(graphs, offsets)], dim=1
@@ -541,6 +580,13 @@ class InductiveTrainConfig:
     batch_size: int = 2  # graphs per gradient step
     epochs: int = 1000  # the most epochs to train
     patience: int = 100  # epochs in which neither validation loss nor micro-F1 improved before stopping
+
+    def __post_init__(self):
+        check_number("lr", self.lr, low=0)
+        check_number("weight_decay", self.weight_decay, low=0)
+        check_int("batch_size", self.batch_size, low=1)
+        check_int("epochs", self.epochs, low=1)
+        check_int("patience", self.patience, low=1)
 
 
 @dataclass
@@ -590,6 +636,9 @@ def train_inductive(
         config: learning rate, batch size, epochs, patience.
     """
     config = config or InductiveTrainConfig()
+    config.__post_init__()  # the fields may have been changed since
+    for name, graphs in (("train", train), ("val", val), ("test", test)):
+        check_nonempty(name, graphs)
     device = next(model.parameters()).device
     opt = torch.optim.Adam(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -655,6 +704,8 @@ def attention_entropy(
         alpha: (E, H) coefficients, index: (E,) the node each edge points into.
         output: two tensors (N, H) and (N, 1).
     """
+    check_tensor("alpha", alpha, floating=True)
+    _check_segments(alpha, index, num_nodes)
     plogp = torch.where(
         alpha > 0,
         alpha * alpha.clamp_min(1e-30).log(),

@@ -36,6 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dlbook.checks import (
+    check_choice,
+    check_int,
+    check_nonempty,
+    check_number,
+    check_tensor,
+)
 from dlbook.config import seed_everything
 
 # --- the graph as an edge list ------------------------------------------------------------
@@ -55,6 +62,7 @@ def check_edge_index(edge_index: Tensor, num_nodes: int) -> Tensor:
         ValueError: wrong shape, a non-integer dtype, or a node id outside ``[0, num_nodes)``;
             the message names the offending value.
     """
+    num_nodes = check_int("num_nodes", num_nodes, low=0)
     if not isinstance(edge_index, Tensor):
         raise TypeError(
             f"edge_index must be a torch.Tensor of shape (2, num_edges), got {type(edge_index).__name__}"
@@ -87,6 +95,20 @@ def check_edge_index(edge_index: Tensor, num_nodes: int) -> Tensor:
     return edge_index.long()
 
 
+def _check_edge_weight(
+    edge_weight: Tensor | None, edge_index: Tensor
+) -> Tensor | None:
+    """One floating weight per edge, shape (E,), or ``None``; no broadcasting."""
+    if edge_weight is None:
+        return None
+    return check_tensor(
+        "edge_weight",
+        edge_weight,
+        shape=(edge_index.size(1),),
+        floating=True,
+    )
+
+
 def add_remaining_self_loops(
     edge_index: Tensor,
     edge_weight: Tensor | None,
@@ -103,6 +125,8 @@ def add_remaining_self_loops(
         edge_index: (2, E) -> (2, E' + N), the E' non-loop edges first, then the loops 0..N-1.
         edge_weight: (E,) or None -> (E' + N,) or None.
     """
+    edge_index = check_edge_index(edge_index, num_nodes)
+    edge_weight = _check_edge_weight(edge_weight, edge_index)
     src, dst = edge_index
     keep = src != dst
     loops = torch.arange(num_nodes, device=edge_index.device).repeat(
@@ -138,19 +162,24 @@ def gcn_norm(
         add_self_loops: use Â = A + I (the renormalization trick); False
             normalizes A itself.
         improved: use Â = A + 2I (the variant Kipf & Welling mention).
+            PyG 2.8.1's ``gcn_norm`` adds A + I when ``edge_weight`` is
+            None; here every node gets its loop of weight 2, with or
+            without edge weights.
         dtype: dtype of the weights when edge_weight is None.
 
     Returns:
         (edge_index, weight): the edges of Â (self-loops appended) and
         their weights Â_ij / sqrt(d̂_i d̂_j).
     """
+    edge_index = check_edge_index(edge_index, num_nodes)
+    edge_weight = _check_edge_weight(edge_weight, edge_index)
+    if edge_weight is None:  # A's ones, before the loops (2 if improved)
+        edge_weight = torch.ones(
+            edge_index.size(1), dtype=dtype, device=edge_index.device
+        )
     if add_self_loops:
         edge_index, edge_weight = add_remaining_self_loops(
             edge_index, edge_weight, num_nodes, 2.0 if improved else 1.0
-        )
-    if edge_weight is None:
-        edge_weight = torch.ones(
-            edge_index.size(1), dtype=dtype, device=edge_index.device
         )
     src, dst = edge_index
     deg = edge_weight.new_zeros(num_nodes).index_add_(
@@ -158,6 +187,24 @@ def gcn_norm(
     )  # d̂_i = Σ_j Â_ij
     deg_inv_sqrt = deg.pow(-0.5).masked_fill_(deg == 0, 0.0)
     return edge_index, deg_inv_sqrt[src] * edge_weight * deg_inv_sqrt[dst]
+
+
+def _check_messages(
+    x: Tensor, edge_index: Tensor, edge_weight: Tensor | None
+) -> Tensor:
+    """Floating node features, a valid edge list, one weight (row) per edge."""
+    x = check_tensor("x", x, floating=True)
+    if x.ndim == 0:
+        raise ValueError("x must have a node dimension (N, *), got a scalar")
+    edge_index = check_edge_index(edge_index, x.size(0))
+    if edge_weight is not None:
+        check_tensor("edge_weight", edge_weight)
+        if edge_weight.ndim == 0 or edge_weight.size(0) != edge_index.size(1):
+            raise ValueError(
+                f"edge_weight must have one row per edge ({edge_index.size(1)}"
+                f"), got shape {tuple(edge_weight.shape)}"
+            )
+    return edge_index
 
 
 def propagate(
@@ -177,6 +224,7 @@ def propagate(
             against the trailing shape of x.
         output: same shape as x.
     """
+    edge_index = _check_messages(x, edge_index, edge_weight)
     src, dst = edge_index
     messages = x.index_select(0, src)  # (E, *)
     if edge_weight is not None:
@@ -237,6 +285,21 @@ def feature_dropout(x: Tensor, p: float, training: bool) -> Tensor:
 # --- the layer -----------------------------------------------------------------------------
 
 
+def _check_features(x: Tensor, in_channels: int, dtype: torch.dtype) -> None:
+    """Node features (N, F) of the layer's width and dtype, dense or sparse."""
+    check_tensor("x", x, ndim=2, floating=True)
+    if x.size(1) != in_channels:
+        raise ValueError(
+            f"x must have shape (N, {in_channels}) for this layer, got "
+            f"{tuple(x.shape)}"
+        )
+    if x.dtype != dtype:
+        raise TypeError(
+            f"x must have the layer's dtype {dtype}, got {x.dtype} (convert "
+            f"one of them: x.to({dtype}) or layer.to({x.dtype}))"
+        )
+
+
 class GCNConv(nn.Module):
     r"""The graph convolution of Kipf & Welling (2017).
 
@@ -279,6 +342,8 @@ class GCNConv(nn.Module):
         cached: bool = False,
     ):
         super().__init__()
+        in_channels = check_int("in_channels", in_channels, low=1)
+        out_channels = check_int("out_channels", out_channels, low=1)
         if add_self_loops and not normalize:
             raise ValueError(
                 "add_self_loops=True needs normalize=True (as in PyG's GCNConv)"
@@ -292,7 +357,7 @@ class GCNConv(nn.Module):
         )
         self.lin = nn.Linear(in_channels, out_channels, bias=False)
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
-        self._cache: tuple[Tensor, Tensor] | None = None
+        self._cache: tuple | None = None  # (edges, weights, graph, nodes)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -306,10 +371,12 @@ class GCNConv(nn.Module):
     def forward(
         self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None
     ) -> Tensor:
+        _check_features(x, self.in_channels, self.lin.weight.dtype)
         num_nodes = x.size(0)
         if self._cache is not None:
-            edge_index, edge_weight = self._cache
+            edge_index, edge_weight = self._cached(edge_index, num_nodes)
         else:
+            given = edge_index
             edge_index = check_edge_index(edge_index, num_nodes)
             if self.normalize:
                 edge_index, edge_weight = gcn_norm(
@@ -321,9 +388,29 @@ class GCNConv(nn.Module):
                     dtype=self.lin.weight.dtype,
                 )
                 if self.cached:
-                    self._cache = (edge_index, edge_weight)
+                    self._cache = (edge_index, edge_weight, given, num_nodes)
         out = propagate(self.lin(x), edge_index, edge_weight)  # (N, F')
         return out if self.bias is None else out + self.bias
+
+    def _cached(
+        self, edge_index: Tensor, num_nodes: int
+    ) -> tuple[Tensor, Tensor]:
+        """The cached normalization, if ``edge_index`` is the graph it was computed for."""
+        norm_index, norm_weight, given, n = self._cache
+        same = edge_index is given or (
+            n == num_nodes
+            and isinstance(edge_index, Tensor)
+            and edge_index.shape == given.shape
+            and torch.equal(edge_index.to(given.device), given)
+        )
+        if not same or n != num_nodes:
+            raise ValueError(
+                "cached=True: this layer normalized another graph (of "
+                f"{n} nodes and {given.size(1)} edges); call "
+                "reset_parameters() or build it with cached=False for a new "
+                "graph"
+            )
+        return norm_index, norm_weight
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, improved={self.improved}, add_self_loops={self.add_self_loops}"
@@ -380,6 +467,8 @@ class GCN(nn.Module):
             raise ValueError(
                 f"num_layers must be at least 1, got {config.num_layers}"
             )
+        check_int("hidden", config.hidden, low=1)
+        check_number("dropout", config.dropout, low=0, high=1, high_open=True)
         sizes = (
             [in_channels]
             + [config.hidden] * (config.num_layers - 1)
@@ -439,6 +528,9 @@ class _Linear(nn.Linear):
 # --- training ------------------------------------------------------------------------------
 
 
+STOPPING = ("window", "patience", "accuracy", "none")
+
+
 @dataclass
 class TrainConfig:
     """Full-batch semi-supervised training (defaults: Kipf & Welling's GCN protocol)."""
@@ -451,8 +543,14 @@ class TrainConfig:
     stopping: str = "window"  # "window" (Kipf & Welling), "patience" (Velickovic et al.), "accuracy" or "none"
     patience: int = 10  # "window": its length; "patience", "accuracy": epochs without improvement before stopping
 
+    def __post_init__(self):
+        check_number("lr", self.lr, low=0)
+        check_number("weight_decay", self.weight_decay, low=0)
+        check_int("epochs", self.epochs, low=1)
+        check_choice("stopping", self.stopping, STOPPING)
+        if self.stopping != "none":  # a window of 0 epochs has no mean
+            check_int("patience", self.patience, low=1)
 
-STOPPING = ("window", "patience", "accuracy", "none")
 
 GCN_PROTOCOL = TrainConfig(
     lr=0.01, weight_decay=5e-4, epochs=200, stopping="window", patience=10
@@ -488,6 +586,7 @@ class PatienceStop:
     """
 
     def __init__(self, patience: int):
+        check_int("patience", patience, low=1)
         self.patience, self.best_score, self.best_loss, self.waited = (
             patience,
             -math.inf,
@@ -546,11 +645,10 @@ def train_node_classifier(
         config: learning rate, weight decay, epochs, stopping rule.
     """
     config = config or TrainConfig()
-    if config.stopping not in STOPPING:
-        raise ValueError(
-            f"stopping must be one of {', '.join(STOPPING)}, "
-            f"got {config.stopping!r}"
-        )
+    config.__post_init__()  # the fields may have been changed since
+    for name in ("train_mask", "val_mask"):
+        mask = getattr(data, name)
+        check_nonempty(f"data.{name}", torch.nonzero(mask))
     groups = (
         model.param_groups(config.weight_decay)
         if hasattr(model, "param_groups")
@@ -566,7 +664,12 @@ def train_node_classifier(
     history: dict[str, list[float]] = {
         k: [] for k in ("train_loss", "val_loss", "val_acc", "test_acc")
     }
-    stopper, kept, kept_state = PatienceStop(config.patience), 0, None
+    stopper = (
+        PatienceStop(config.patience)
+        if config.stopping == "patience"
+        else None
+    )
+    kept, kept_state = 0, None
     best_acc, waited = -math.inf, 0
     for epoch in range(1, config.epochs + 1):
         model.train()

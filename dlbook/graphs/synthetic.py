@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dlbook.checks import check_int, check_number
+
 
 def _undirected(src: Tensor, dst: Tensor, num_nodes: int) -> Tensor:
     """Both directions of every edge, without self-loops or duplicates, sorted (coalesced)."""
@@ -31,6 +33,7 @@ def _undirected(src: Tensor, dst: Tensor, num_nodes: int) -> Tensor:
 def _check_fraction(name: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    check_number(name, value, low=0, high=1)
 
 
 def csbm(
@@ -63,6 +66,13 @@ def csbm(
     from torch_geometric.data import Data
 
     _check_fraction("noise", noise)
+    num_nodes = check_int("num_nodes", num_nodes)
+    num_classes = check_int("num_classes", num_classes)
+    num_features = check_int("num_features", num_features, low=1)
+    check_number("avg_degree", avg_degree, low=0)
+    check_number("signal", signal)
+    check_int("train_per_class", train_per_class, low=0)
+    check_int("num_val", num_val, low=0)
     if num_classes < 2 or num_features < num_classes:
         raise ValueError(
             f"need num_classes >= 2 and num_features >= num_classes, got {num_classes} and {num_features}"
@@ -119,7 +129,10 @@ def csbm(
 
 
 def edge_homophily(edge_index: Tensor, y: Tensor) -> float:
-    """The fraction of edges whose two ends share a class (1 - the CSBM's ``noise``, measured)."""
+    """The fraction of edges whose two ends share a class (1 - the CSBM's ``noise``, measured).
+
+    NaN for a graph without edges, as a mean of nothing.
+    """
     return (y[edge_index[0]] == y[edge_index[1]]).float().mean().item()
 
 
@@ -156,6 +169,11 @@ def multilabel_graphs(
     from torch_geometric.data import Data
 
     _check_fraction("homophily", homophily)
+    check_int("num_graphs", num_graphs)
+    check_int("num_features", num_features, low=1)
+    check_int("num_labels", num_labels, low=1)
+    check_int("num_types", num_types, low=1)
+    check_number("avg_degree", avg_degree, low=0)
     if num_graphs < 1 or nodes[0] < 2 or nodes[1] < nodes[0]:
         raise ValueError(
             f"need num_graphs >= 1 and 2 <= nodes[0] <= nodes[1], got {num_graphs} and {nodes}"

@@ -141,6 +141,21 @@ class CAMResult:
     guided: torch.Tensor | None = None  # (B, C, H, W), Guided Grad-CAM only
 
 
+def _check_images(x) -> None:
+    """A floating batch of images (B, C, H, W)."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        shape = getattr(x, "shape", type(x))
+        raise ValueError(
+            f"x must be a batch of images (B, C, H, W), got {shape}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(
+            f"x must be a floating batch of images, got dtype {x.dtype} "
+            "(convert it as the model's training data was, e.g. "
+            "x.float() / 255 and the same normalization)"
+        )
+
+
 class BaseCAM:
     """The skeleton every gradient-weighted CAM shares; subclasses override :meth:`weights`.
 
@@ -174,7 +189,13 @@ class BaseCAM:
         batch, classes = logits.shape
         if target is None:
             return logits.argmax(dim=1)
-        t = torch.as_tensor(target, device=logits.device).long().reshape(-1)
+        t = torch.as_tensor(target, device=logits.device)
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(
+                f"target must be an integer class or one per image, got "
+                f"{target!r} (a float or a bool is not a class)"
+            )
+        t = t.long().reshape(-1)
         if t.numel() == 1:
             t = t.expand(batch)
         if t.numel() != batch:
@@ -189,11 +210,7 @@ class BaseCAM:
 
     def __call__(self, x: torch.Tensor, target: Target = None) -> CAMResult:
         """Explain `target` (default: each image's top class) for batch x."""
-        if not isinstance(x, torch.Tensor) or x.ndim != 4:
-            shape = getattr(x, "shape", type(x))
-            raise ValueError(
-                f"x must be a batch of images (B, C, H, W), got {shape}"
-            )
+        _check_images(x)
         device = next(self.model.parameters()).device
         # A leaf that needs a gradient keeps the graph even when the weights
         # are frozen.
@@ -395,6 +412,15 @@ def cascading_randomization(
         targets = BaseCAM._targets(
             target, model(x.to(next(model.parameters()).device))
         )
+    known = dict(model.named_modules())
+    for stage in stages:
+        for name in [stage] if isinstance(stage, str) else list(stage):
+            if name not in known or not name:
+                raise ValueError(
+                    f"stages must name layers of {type(model).__name__}, got "
+                    f"{name!r}; its layers include: "
+                    f"{', '.join(n for n in list(known)[1:9])}, ..."
+                )
     out = [("original", explain(model, x, targets))]
     for i, stage in enumerate(stages):
         names = [stage] if isinstance(stage, str) else list(stage)
@@ -411,6 +437,11 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     """
     from scipy.stats import spearmanr
 
+    if tuple(a.shape) != tuple(b.shape) or a.ndim < 2:
+        raise ValueError(
+            f"a and b must be batches of maps of the same shape (B, H, W), "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     out = []
     for m1, m2 in zip(
         a.detach().cpu().flatten(1).numpy(),

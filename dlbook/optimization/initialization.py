@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlbook.checks import check_int, check_number
+
 # --- the initializers -------------------------------------------------------
 
 
@@ -187,10 +189,13 @@ class MLPConfig:
             raise ValueError(
                 f"init must be 'he', 'xavier' or 'normal', got {self.init!r}"
             )
-        if self.init_std <= 0:
+        if not self.init_std > 0:  # NaN fails this
             raise ValueError(
                 f"init_std must be positive, got {self.init_std!r}"
             )
+        check_number("init_std", self.init_std, low=0, low_open=True)
+        check_int("in_features", self.in_features, low=1)
+        check_int("num_classes", self.num_classes, low=1)
 
 
 class Block(nn.Module):

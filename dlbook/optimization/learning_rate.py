@@ -41,17 +41,22 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from dlbook.checks import check_nonempty, check_number
+
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    """A finite number > 0 (>= 0 with ``allow_zero``); NaN, infinity, strings refused."""
     if (
-        not isinstance(value, (int, float))
+        not isinstance(value, (int, float, np.floating, np.integer))
         or isinstance(value, bool)
+        or not math.isfinite(value)
         or value < 0
         or (value == 0 and not allow_zero)
     ):
         raise ValueError(
-            f"{name} must be a {'non-negative' if allow_zero else 'positive'} "
-            f"number, got {value!r}"
+            f"{name} must be a finite "
+            f"{'non-negative' if allow_zero else 'positive'} number, "
+            f"got {value!r}"
         )
 
 
@@ -87,6 +92,9 @@ class Constant(Schedule):
     """The same rate at every step."""
 
     lr0: float  # the learning rate
+
+    def __post_init__(self):
+        _positive("lr0", self.lr0, allow_zero=True)
 
     def lr(self, t: int) -> float:
         _step_index(t)
@@ -171,6 +179,10 @@ class WarmupCosine(Schedule):
                 f"start_factor must be in (0, 1], got {self.start_factor!r}"
             )
         _positive("min_lr", self.min_lr, allow_zero=True)
+        if self.min_lr > self.lr0:
+            raise ValueError(
+                f"min_lr must be at most lr0={self.lr0}, got {self.min_lr!r}"
+            )
 
     def lr(self, t: int) -> float:
         t = _step_index(t)
@@ -232,6 +244,15 @@ class Cyclical(Schedule):
                 raise ValueError(
                     f"{name} must be a positive integer, got {value!r}"
                 )
+        _positive("gamma", self.gamma)
+        if self.mode == "exp_range" and self.gamma > 1:
+            raise ValueError(
+                f"gamma must be at most 1 in exp_range (a decaying amplitude), "
+                f"got {self.gamma!r}"
+            )
+        if self.cycle_momentum:
+            for name in ("base_momentum", "max_momentum"):
+                check_number(name, getattr(self, name), low=0)
 
     def _phase(self, t: int) -> tuple[int, float]:
         """(cycle number c, height h in [0, 1]) at step t."""
@@ -317,6 +338,11 @@ class OneCycle(Schedule):
             raise ValueError(
                 f"anneal must be 'cos' or 'linear', got {self.anneal!r}"
             )
+        _positive("div_factor", self.div_factor)
+        _positive("final_div_factor", self.final_div_factor)
+        if self.cycle_momentum:
+            for name in ("base_momentum", "max_momentum"):
+                check_number(name, getattr(self, name), low=0)
 
     def _phases(self) -> list[tuple[float, str, str]]:
         """(last step of the phase, start key, end key) for each phase."""
@@ -346,7 +372,10 @@ class OneCycle(Schedule):
         phases = self._phases()
         for i, (end, _, _) in enumerate(phases):
             if t <= end or i == len(phases) - 1:
-                return i, (t - start) / (end - start)
+                # t = total_steps is the scheduler's step after the last
+                # optimizer step: the rate stays at its final value there
+                # (torch extrapolates, linearly below zero; never used).
+                return i, min(1.0, (t - start) / (end - start))
             start = end
         raise AssertionError("unreachable")
 
@@ -463,7 +492,14 @@ class Scheduled(LRScheduler):
                     group["betas"] = (m, *group["betas"][1:])
                 else:
                     group["momentum"] = m
-        return [s.lr(t) for s in self.schedules]
+        # A schedule of one's own must not give the optimizer a negative or
+        # NaN rate (gradient ascent), which the optimizer itself refuses.
+        return [
+            check_number(
+                f"the rate of {type(s).__name__} at step {t}", s.lr(t), low=0
+            )
+            for s in self.schedules
+        ]
 
 
 # --- curvature: the largest stable rate --------------------------------------
@@ -547,10 +583,12 @@ class RangeTestConfig:
             raise ValueError(
                 f"smooth_f must be in [0, 1), got {self.smooth_f!r}"
             )
-        if self.diverge_th <= 1:
+        if not self.diverge_th > 1:  # NaN fails this
             raise ValueError(
                 f"diverge_th must be larger than 1, got {self.diverge_th!r}"
             )
+        check_number("end_lr", self.end_lr)
+        check_number("diverge_th", self.diverge_th, low=1, low_open=True)
 
 
 @dataclass
@@ -635,11 +673,9 @@ def lr_range_test(
         A ``RangeTest`` with the rates, smoothed and raw losses.
     """
     cfg = config or RangeTestConfig()
-    device = (
-        torch.device(device)
-        if device is not None
-        else next(model.parameters()).device
-    )
+    params = list(model.parameters())
+    check_nonempty("the model's parameters", params)
+    device = torch.device(device) if device is not None else params[0].device
     saved_model = copy.deepcopy(model.state_dict())
     saved_opt = copy.deepcopy(optimizer.state_dict())
     result = RangeTest()
@@ -657,7 +693,13 @@ def lr_range_test(
                 x, y = next(batches)
             except StopIteration:
                 batches = iter(loader)
-                x, y = next(batches)
+                try:
+                    x, y = next(batches)
+                except StopIteration:
+                    raise ValueError(
+                        "loader is empty: the range test has no batch to "
+                        "train on"
+                    ) from None
             x, y = x.to(device), y.to(device)
             optimizer.zero_grad()
             loss = loss_fn(model(x), y)

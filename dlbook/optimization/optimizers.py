@@ -35,6 +35,8 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from dlbook.checks import check_number, check_tensor
+
 
 def _check(
     name: str,
@@ -43,22 +45,43 @@ def _check(
     high: float | None = None,
     *,
     strict_high: bool = True,
-) -> None:
-    """A clear error for a hyperparameter outside [low, high) ([low, high])."""
-    bad = (
-        not isinstance(value, (int, float))
-        or isinstance(value, bool)
-        or value < low
-        or math.isnan(value)
+) -> float:
+    """A hyperparameter in ``[low, high)`` (or ``[low, high]``), as a float.
+
+    NumPy scalars and 0-d tensors are numbers, as for ``torch.optim``; NaN,
+    strings and booleans are refused. Infinity passes where no upper bound
+    is set (``torch.optim.SGD(lr=inf)`` does too).
+    """
+    return check_number(
+        name,
+        value,
+        low=low,
+        high=high,
+        high_open=strict_high and high is not None,
+        finite=high is not None,
     )
-    if high is not None and not bad:
-        bad = value >= high if strict_high else value > high
-    if bad:
-        span = f"[{low}, {high})" if strict_high else f"[{low}, {high}]"
-        raise ValueError(
-            f"{name} must be a number in "
-            f"{span if high is not None else f'>= {low}'}, got {value!r}"
+
+
+def _check_grad(p: torch.Tensor, optimizer: str) -> torch.Tensor:
+    """The gradient of ``p``; sparse gradients are refused, as ``torch.optim`` does."""
+    if p.grad.is_sparse:
+        raise RuntimeError(
+            f"{optimizer} does not support sparse gradients (as in "
+            "torch.optim; use torch.optim.SparseAdam or a dense embedding)"
         )
+    return p.grad
+
+
+def _real(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Complex tensors as real views (..., 2), as ``torch.optim`` treats them.
+
+    A complex parameter is two real ones: the moments of Adam and RMSprop are
+    taken per real and imaginary part, never as complex squares ``g * g``.
+    """
+    return [
+        torch.view_as_real(t) if t is not None and t.is_complex() else t
+        for t in tensors
+    ]
 
 
 class SGD(Optimizer):
@@ -96,10 +119,10 @@ class SGD(Optimizer):
         weight_decay: float = 0.0,
         nesterov: bool = False,
     ):
-        _check("lr", lr)
-        _check("momentum", momentum)
-        _check("dampening", dampening)
-        _check("weight_decay", weight_decay)
+        lr = _check("lr", lr)
+        momentum = _check("momentum", momentum)
+        dampening = _check("dampening", dampening)
+        weight_decay = _check("weight_decay", weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError(
                 "nesterov=True needs momentum > 0 and dampening = 0, got "
@@ -137,7 +160,7 @@ class SGD(Optimizer):
                     continue
                 g = p.grad
                 if wd != 0:
-                    g = g.add(
+                    g = _check_grad(p, "SGD with weight_decay").add(
                         p, alpha=wd
                     )  # L2 penalty: the gradient of (wd / 2) * ||p||^2
                 if mu != 0:
@@ -184,11 +207,11 @@ class RMSprop(Optimizer):
         momentum: float = 0.0,
         centered: bool = False,
     ):
-        _check("lr", lr)
-        _check("alpha", alpha, 0.0, 1.0, strict_high=False)
-        _check("eps", eps)
-        _check("weight_decay", weight_decay)
-        _check("momentum", momentum)
+        lr = _check("lr", lr)
+        alpha = _check("alpha", alpha, 0.0, 1.0, strict_high=False)
+        eps = _check("eps", eps)
+        weight_decay = _check("weight_decay", weight_decay)
+        momentum = _check("momentum", momentum)
         super().__init__(
             params,
             dict(
@@ -221,7 +244,7 @@ class RMSprop(Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = p.grad
+                g = _check_grad(p, "RMSprop")
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
@@ -233,10 +256,15 @@ class RMSprop(Optimizer):
                 state["step"] += 1
                 if wd != 0:
                     g = g.add(p, alpha=wd)
-                v = state["square_avg"]
+                p_, g, v, b, g_bar = _real(
+                    p,
+                    g,
+                    state["square_avg"],
+                    state.get("momentum_buffer"),
+                    state.get("grad_avg"),
+                )
                 v.mul_(alpha).addcmul_(g, g, value=1 - alpha)
                 if group["centered"]:
-                    g_bar = state["grad_avg"]
                     g_bar.lerp_(
                         g, 1 - alpha
                     )  # = alpha * g_bar + (1 - alpha) * g
@@ -245,11 +273,10 @@ class RMSprop(Optimizer):
                     denom = v.sqrt()
                 denom.add_(eps)
                 if mu > 0:
-                    b = state["momentum_buffer"]
                     b.mul_(mu).addcdiv_(g, denom)
-                    p.add_(b, alpha=-lr)
+                    p_.add_(b, alpha=-lr)
                 else:
-                    p.addcdiv_(g, denom, value=-lr)
+                    p_.addcdiv_(g, denom, value=-lr)
         return loss
 
 
@@ -289,15 +316,17 @@ class Adam(Optimizer):
         weight_decay: float = 0.0,
         amsgrad: bool = False,
     ):
-        _check("lr", lr)
+        lr = _check("lr", lr)
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
             raise ValueError(
                 f"betas must be a pair (beta1, beta2), got {betas!r}"
             )
-        _check("betas[0]", betas[0], 0.0, 1.0)
-        _check("betas[1]", betas[1], 0.0, 1.0)
-        _check("eps", eps)
-        _check("weight_decay", weight_decay)
+        betas = (
+            _check("betas[0]", betas[0], 0.0, 1.0),
+            _check("betas[1]", betas[1], 0.0, 1.0),
+        )
+        eps = _check("eps", eps)
+        weight_decay = _check("weight_decay", weight_decay)
         super().__init__(
             params,
             dict(
@@ -328,7 +357,7 @@ class Adam(Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = p.grad
+                g = _check_grad(p, type(self).__name__)
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
@@ -344,19 +373,23 @@ class Adam(Optimizer):
                         p.mul_(1 - lr * wd)
                     else:
                         g = g.add(p, alpha=wd)
-                m, v = state["exp_avg"], state["exp_avg_sq"]
+                p_, g, m, v, v_max = _real(
+                    p,
+                    g,
+                    state["exp_avg"],
+                    state["exp_avg_sq"],
+                    state.get("max_exp_avg_sq"),
+                )
                 m.lerp_(g, 1 - beta1)  # = beta1 * m + (1 - beta1) * g
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
                 if group["amsgrad"]:
-                    torch.maximum(
-                        state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"]
-                    )
-                    v = state["max_exp_avg_sq"]
+                    torch.maximum(v_max, v, out=v_max)
+                    v = v_max
                 # The bias corrections folded into two scalars:
                 #   m̂ / (√v̂ + ε) = (m / (1 − β₁ᵗ)) / (√v / √(1 − β₂ᵗ) + ε)
                 step_size = lr / (1 - beta1**t)
                 denom = (v.sqrt() / (1 - beta2**t) ** 0.5).add_(eps)
-                p.addcdiv_(m, denom, value=-step_size)
+                p_.addcdiv_(m, denom, value=-step_size)
         return loss
 
 
@@ -468,6 +501,7 @@ def trajectory(
             f"steps must be a non-negative integer, got {steps!r}"
         )
     p = torch.tensor(start, dtype=torch.float64, requires_grad=True)
+    check_tensor("start", p, shape=(2,), finite=True)  # a point (x, y)
     opt = optimizer([p], **hyper)
     path = [p.detach().clone()]
     for _ in range(steps):

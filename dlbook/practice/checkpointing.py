@@ -43,12 +43,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from dlbook.checks import check_int, check_labels, check_number, check_tensor
 from dlbook.config import seed_everything
 from dlbook.train import (
     History,
     fit,
     fsync_dir,
     load_checkpoint,
+    load_latest,
     save_checkpoint,
 )
 
@@ -199,10 +201,19 @@ class CheckpointManager:
     def load(
         self, which: str | Path = "latest", **objects: Any
     ) -> dict[str, Any]:
-        """:func:`dlbook.train.load_checkpoint` of ``"latest"``, ``"best"`` or a path, into ``objects``."""
-        path = {"latest": self.latest, "best": self.best}.get(
-            str(which), lambda: Path(which)
-        )()
+        """:func:`dlbook.train.load_checkpoint` of ``"latest"``, ``"best"`` or a path, into ``objects``.
+
+        ``"latest"`` falls back to the newest checkpoint that is intact, with a
+        warning naming the corrupt files it skipped.
+        """
+        if str(which) == "latest":
+            found = list(reversed(self.checkpoints()))
+            if not found:
+                raise FileNotFoundError(
+                    f"no latest checkpoint in {self.directory}"
+                )
+            return load_latest(found, **objects)
+        path = self.best() if str(which) == "best" else Path(which)
         if path is None:
             raise FileNotFoundError(
                 f"no {which} checkpoint in {self.directory}"
@@ -311,6 +322,29 @@ class RunConfig:
     )
     keep_last: int = 2  # epoch checkpoints to keep, besides best.pt
 
+    def __post_init__(self):
+        check_int("epochs", self.epochs, low=1)
+        check_int("hidden", self.hidden, low=1)
+        check_number("dropout", self.dropout, low=0, high=1, high_open=True)
+        check_number("lr", self.lr, low=0)
+        check_int("batch_size", self.batch_size, low=1)
+        check_int("seed", self.seed, low=0)
+        check_int("keep_last", self.keep_last, low=1)
+
+
+def _check_run(data: Mapping[str, torch.Tensor], cfg: RunConfig) -> None:
+    """Non-empty images with one integer label >= 0 each, and a valid config."""
+    cfg.__post_init__()  # the fields may have been changed since
+    for split in ("train", "val"):
+        x = check_tensor(f"x_{split}", data[f"x_{split}"], nonempty=True)
+        y = check_tensor(f"y_{split}", data[f"y_{split}"], nonempty=True)
+        check_labels(f"y_{split}", y, int(y.max()) + 1)  # integers >= 0
+        if len(y) != len(x):
+            raise ValueError(
+                f"x_{split} and y_{split} must have the same length, but "
+                f"x_{split} has {len(x)}, y_{split} has {len(y)}"
+            )
+
 
 def build_run(
     data: Mapping[str, torch.Tensor],
@@ -332,6 +366,7 @@ def build_run(
         raise KeyError(
             f"data lacks {sorted(missing)}; it holds {sorted(data)}"
         )
+    _check_run(data, cfg)
     seed_everything(cfg.seed, deterministic=True)
     n_in = data["x_train"][0].numel()
     n_out = int(data["y_train"].max()) + 1
@@ -362,6 +397,7 @@ def train_run(
     directory: str | Path,
     cfg: RunConfig,
     device: torch.device | str = "cpu",
+    allow_changed_settings: bool = False,
 ) -> tuple[nn.Module, History]:
     """Train, checkpointing every epoch into `directory`, or resume from it.
 
@@ -369,7 +405,9 @@ def train_run(
     it starts afresh or resumes, and however often it is killed and restarted,
     the final weights are the same bit for bit (on the CPU, or on a GPU with
     deterministic algorithms). `data_path` is a file written by torch.save
-    holding the dictionary that build_run expects.
+    holding the dictionary that build_run expects. `cfg` is saved with every
+    checkpoint; resuming with a different one is refused unless
+    `allow_changed_settings` (see dlbook.train.fit).
     """
     data = torch.load(data_path, weights_only=True)
     model, optimizer, scheduler, train_loader, val_loader = build_run(
@@ -387,6 +425,8 @@ def train_run(
         scheduler=scheduler,
         checkpoint=manager,
         device=device,
+        settings={k: v for k, v in asdict(cfg).items() if k != "keep_last"},
+        allow_changed_settings=allow_changed_settings,
     )
     return model, history
 
@@ -404,13 +444,23 @@ def main(argv: list[str] | None = None) -> None:
             f"--{name.replace('_', '-')}", type=type(value), default=value
         )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--allow-changed-settings",
+        action="store_true",
+        help="resume even if the checkpoints were saved with other settings",
+    )
     args = vars(parser.parse_args(argv))
-    data, directory, device = (
+    data, directory, device, allow = (
         args.pop("data"),
         args.pop("directory"),
         args.pop("device"),
+        args.pop("allow_changed_settings"),
     )
-    _, history = train_run(data, directory, RunConfig(**args), device)
+    try:
+        cfg = RunConfig(**args)
+    except (TypeError, ValueError) as err:
+        parser.error(str(err))
+    _, history = train_run(data, directory, cfg, device, allow)
     print(history)
 
 

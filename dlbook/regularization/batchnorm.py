@@ -28,7 +28,44 @@ import numpy as np
 import torch
 from torch import nn
 
+from dlbook.checks import check_array, check_int, check_number, check_tensor
+
 # --- the functions: 2-D input (M, C), statistics over axis 0 -------------------------------------
+
+
+def _check_affine(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    eps: float,
+    axis: int = 0,
+) -> None:
+    """x (M, C) floating, gamma and beta (C,) each: no silent broadcasting.
+
+    ``axis``: the one normalized over, which needs 2 values or more (one
+    value has no spread: it would normalize to 0).
+    """
+    check_array("x", x, ndim=2, floating=True)
+    if x.shape[axis] < 2:
+        what = "per feature" if axis == 0 else "per example"
+        raise ValueError(
+            f"normalization needs more than 1 value {what}, got x of shape "
+            f"{x.shape}, normalized over axis {axis}"
+        )
+    c = x.shape[1]
+    check_array("gamma", np.asarray(gamma), shape=(c,))
+    check_array("beta", np.asarray(beta), shape=(c,))
+    check_number("eps", eps, low=0)
+
+
+def _check_dout(dout: np.ndarray, shape: tuple[int, ...]) -> None:
+    """The upstream gradient has exactly the forward output's shape."""
+    check_array("dout", dout, floating=True)
+    if dout.shape != tuple(shape):
+        raise ValueError(
+            f"dout must have the shape of the forward pass's output "
+            f"{tuple(shape)}, got {dout.shape}"
+        )
 
 
 def batchnorm_forward(
@@ -50,6 +87,7 @@ def batchnorm_forward(
         y (m, C) and the cache the backward pass needs (the batch mean
         and biased variance are in it, as "mu" and "var").
     """
+    _check_affine(x, gamma, beta, eps)  # and M >= 2
     m = x.shape[0]
     mu = x.sum(0) / m
     xmu = x - mu
@@ -85,6 +123,7 @@ def batchnorm_backward(
     xmu, var, sqrtvar, ivar, xhat, gamma = (
         cache[k] for k in ("xmu", "var", "sqrtvar", "ivar", "xhat", "gamma")
     )
+    _check_dout(dout, xhat.shape)
     m = dout.shape[0]
     dbeta = dout.sum(0)  # out = gamma * xhat + beta
     dgamma = (dout * xhat).sum(0)
@@ -112,6 +151,7 @@ def batchnorm_backward_alt(
         ∂L/∂xᵢ = (m gᵢ - Σⱼ gⱼ - xhatᵢ Σⱼ gⱼ xhatⱼ) / (m √(var + eps)).
     """
     xhat, ivar, gamma = cache["xhat"], cache["ivar"], cache["gamma"]
+    _check_dout(dout, xhat.shape)
     m = dout.shape[0]
     g = dout * gamma
     dx = ivar / m * (m * g - g.sum(0) - xhat * (g * xhat).sum(0))
@@ -126,6 +166,7 @@ def layernorm_forward(
     Each row of x (m, C) is standardized over its C features, then scaled and
     shifted per feature by gamma and beta (C,). There are no running statistics.
     """
+    _check_affine(x, gamma, beta, eps, axis=1)
     out_t, cache = batchnorm_forward(
         x.T, np.ones(x.shape[0], x.dtype), np.zeros(x.shape[0], x.dtype), eps
     )
@@ -138,6 +179,7 @@ def layernorm_backward(
     dout: np.ndarray, cache: dict
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Backward pass of :func:`layernorm_forward`: the batch-norm backward on the transpose."""
+    _check_dout(dout, cache["xhat_ln"].shape)
     dxhat = dout * cache["gamma_ln"]
     dx_t, _, _ = batchnorm_backward_alt(
         dxhat.T, cache
@@ -154,6 +196,13 @@ def _to_2d(x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
         return x, x.shape
     moved = np.moveaxis(x, 1, -1)  # (N, ..., C)
     return moved.reshape(-1, x.shape[1]), moved.shape
+
+
+def _output_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The layer's input (and output) shape, from :func:`_to_2d`'s second result."""
+    if len(shape) == 2:
+        return tuple(shape)
+    return (shape[0], shape[-1], *shape[1:-1])
 
 
 def _from_2d(y: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -201,6 +250,10 @@ class BatchNorm:
             )
         if cfg.eps < 0:
             raise ValueError(f"eps must be non-negative, got {cfg.eps}")
+        check_int("num_features", cfg.num_features, low=1)
+        check_number("eps", cfg.eps, low=0)
+        if cfg.momentum is not None:
+            check_number("momentum", cfg.momentum, low=0, high=1)
         if cfg.momentum is not None and not 0 <= cfg.momentum <= 1:
             raise ValueError(
                 f"momentum must be between 0 and 1 or None, got {cfg.momentum}"
@@ -225,12 +278,15 @@ class BatchNorm:
         return self.train(False)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        check_array("x", x, floating=True)
         if x.ndim not in (2, 3, 4) or x.shape[1] != self.cfg.num_features:
             raise ValueError(
                 f"expected input of shape (N, {self.cfg.num_features}"
                 f"[, L | H, W]), got {tuple(x.shape)}"
             )
-        x2, shape = _to_2d(x)
+        # Statistics in float64, as PyTorch accumulates them on the CPU: in
+        # float32 the mean of values far from 0 loses the spread's digits.
+        x2, shape = _to_2d(x.astype(np.float64, copy=False))
         if self.training:
             m = x2.shape[0]
             if m < 2:
@@ -247,12 +303,13 @@ class BatchNorm:
                 if self.cfg.momentum is None
                 else self.cfg.momentum
             )
-            self.running_mean = (1 - rho) * self.running_mean + rho * cache[
-                "mu"
-            ]
-            self.running_var = (1 - rho) * self.running_var + rho * cache[
-                "var"
-            ] * m / (m - 1)
+            dtype = self.running_mean.dtype  # the layer's, kept
+            self.running_mean = (
+                (1 - rho) * self.running_mean + rho * cache["mu"]
+            ).astype(dtype)
+            self.running_var = (
+                (1 - rho) * self.running_var + rho * cache["var"] * m / (m - 1)
+            ).astype(dtype)
             cache["mode"] = "train"
         else:
             ivar = 1.0 / np.sqrt(self.running_var + self.cfg.eps)
@@ -271,6 +328,7 @@ class BatchNorm:
         if self._cache is None:
             raise RuntimeError("backward called before forward")
         cache = self._cache
+        _check_dout(dout, _output_shape(cache["shape"]))
         d2, _ = _to_2d(dout)
         if cache["mode"] == "train":
             dx, self.dgamma, self.dbeta = (
@@ -297,6 +355,8 @@ class LayerNorm:
             raise ValueError(
                 f"num_features must be positive, got {num_features}"
             )
+        check_int("num_features", num_features, low=2)  # 1 would give beta
+        check_number("eps", eps, low=0)
         self.num_features, self.eps = num_features, eps
         self.gamma, self.beta = (
             np.ones(num_features, dtype),
@@ -306,6 +366,7 @@ class LayerNorm:
         self._cache: dict | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        check_array("x", x, ndim=range(1, 33), floating=True)
         if x.shape[-1] != self.num_features:
             raise ValueError(
                 f"expected input of shape (..., {self.num_features}), got {tuple(x.shape)}"
@@ -321,6 +382,7 @@ class LayerNorm:
     def backward(self, dout: np.ndarray) -> np.ndarray:
         if self._cache is None:
             raise RuntimeError("backward called before forward")
+        _check_dout(dout, self._cache["shape"])
         dx, self.dgamma, self.dbeta = layernorm_backward(
             dout.reshape(-1, self.num_features), self._cache
         )
@@ -386,6 +448,7 @@ class TorchBatchNorm(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor("x", x, floating=True)
         dtype = x.detach().cpu().numpy().dtype
         layer = BatchNorm(self.cfg, dtype=dtype).train(self.training)
         layer.running_mean = self.running_mean.cpu().numpy().astype(dtype)

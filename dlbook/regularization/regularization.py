@@ -27,13 +27,59 @@ import copy
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlbook.checks import (
+    check_int,
+    check_labels,
+    check_number,
+    check_probability,
+    check_tensor,
+)
 from dlbook.train import History
 
 # --- k-nearest neighbours ---------------------------------------------------------------------
+
+
+def _check_knn(x_train, y_train, x_query, k, regression, chunk):
+    """The list of ``k`` values and whether one was given; clear errors otherwise."""
+    check_tensor("x_train", x_train, floating=True, finite=True, nonempty=True)
+    check_tensor("x_query", x_query, floating=True, finite=True)
+    check_tensor("y_train", y_train, ndim=1)
+    check_int("chunk", chunk, low=1)
+    x_train, x_query = x_train.flatten(1), x_query.flatten(1)
+    n = len(x_train)
+    single = isinstance(k, (int, np.integer)) or (
+        isinstance(k, torch.Tensor) and k.ndim == 0
+    )
+    ks = [k] if single else list(k)
+    if not ks or not all(
+        isinstance(j, (int, np.integer, torch.Tensor))
+        and not isinstance(j, bool)
+        and 1 <= int(j) <= n
+        for j in ks
+    ):
+        raise ValueError(
+            f"k must be an integer (or a list of them) between 1 and the {n} training points, got {k!r}"
+        )
+    ks = [check_int("k", j) for j in ks]
+    if len(y_train) != n:
+        raise ValueError(
+            f"y_train has {len(y_train)} targets for {n} training points"
+        )
+    if regression:
+        check_tensor("y_train", y_train, finite=True)
+    else:
+        # Any number of classes, but integer labels >= 0 (-1 is no class).
+        check_labels("y_train", y_train, int(y_train.max()) + 1)
+    if x_query.shape[1] != x_train.shape[1]:
+        raise ValueError(
+            f"x_query has {x_query.shape[1]} features, x_train has {x_train.shape[1]}"
+        )
+    return ks, single
 
 
 def knn_predict(
@@ -65,23 +111,8 @@ def knn_predict(
         output: (M,) for one k, (len(k), M) for a list; the dtype of y_train
         for classification, floating point for regression.
     """
+    ks, single = _check_knn(x_train, y_train, x_query, k, regression, chunk)
     x_train, x_query = x_train.flatten(1), x_query.flatten(1)
-    n = len(x_train)
-    ks = [k] if isinstance(k, int) else list(k)
-    if not ks or not all(isinstance(j, int) and 1 <= j <= n for j in ks):
-        raise ValueError(
-            "k must be an integer (or a list of them) between 1 and the "
-            f"{n} training points, got {k!r}"
-        )
-    if len(y_train) != n:
-        raise ValueError(
-            f"y_train has {len(y_train)} targets for {n} training points"
-        )
-    if x_query.shape[1] != x_train.shape[1]:
-        raise ValueError(
-            f"x_query has {x_query.shape[1]} features, "
-            f"x_train has {x_train.shape[1]}"
-        )
     sq_train = (x_train**2).sum(1)
     n_classes = None if regression else int(y_train.max()) + 1
     out = []
@@ -105,7 +136,7 @@ def knn_predict(
             # argmax returns the first maximum: ties go to the smallest label
             out.append(torch.stack([votes[:, j - 1].argmax(1) for j in ks]))
     preds = torch.cat(out, dim=1)  # (len(ks), M)
-    return preds[0] if isinstance(k, int) else preds
+    return preds[0] if single else preds
 
 
 @dataclass
@@ -156,8 +187,8 @@ def bias_variance(
         raise ValueError(
             f"repeats must be at least 2 to estimate a variance, got {repeats}"
         )
-    if noise_std < 0:
-        raise ValueError(f"noise_std must be non-negative, got {noise_std}")
+    check_int("repeats", repeats)
+    check_number("noise_std", noise_std, low=0)
     preds = []
     for _ in range(repeats):
         y = f_train + noise_std * torch.randn(
@@ -200,11 +231,7 @@ class Penalty:
 
     def __post_init__(self):
         for name in ("l1", "l2"):
-            value = getattr(self, name)
-            if not value >= 0:
-                raise ValueError(
-                    f"{name} must be a non-negative number, got {value!r}"
-                )
+            check_number(name, getattr(self, name), low=0)
 
     def __call__(self, model: nn.Module) -> torch.Tensor:
         weights = weight_parameters(model)
@@ -227,7 +254,9 @@ def soft_threshold(w: torch.Tensor, t: float) -> torch.Tensor:
     .. math:: \\operatorname{prox}_{t\\lVert\\cdot\\rVert_1}(w)_i = \\operatorname{sign}(w_i)\\max(|w_i| - t, 0)
 
     Entries smaller than ``t`` in magnitude become exactly zero: the source of L1's sparsity.
+    ``t`` must be non-negative: a negative threshold would grow the weights.
     """
+    check_number("t", t, low=0)
     return w.sign() * (w.abs() - t).clamp(min=0)
 
 
@@ -265,9 +294,18 @@ def l1_logistic_regression(
         lam: :math:`\\lambda > 0`.
         steps: FISTA iterations.
     """
+    check_tensor("x", x, floating=True, finite=True, nonempty=True)
+    check_tensor("y", y, ndim=1)
     x = x.flatten(1)
+    if len(y) != len(x):
+        raise ValueError(
+            f"x and y must have the same length, but x has {len(x)}, y has "
+            f"{len(y)}"
+        )
     if not lam > 0:
         raise ValueError(f"lam must be positive, got {lam!r}")
+    check_number("lam", lam, low=0, low_open=True)
+    check_int("steps", steps, low=1)
     if not set(torch.unique(y).tolist()) <= {0, 1}:
         raise ValueError(
             f"y must hold labels 0 and 1, got values {torch.unique(y).tolist()}"
@@ -400,6 +438,7 @@ class EarlyStopping:
             raise ValueError(
                 f"min_delta must be non-negative, got {min_delta!r}"
             )
+        check_number("min_delta", min_delta, low=0)
         self.monitor, self.patience, self.min_delta, self.mode = (
             monitor,
             patience,
@@ -489,6 +528,11 @@ class MLP(nn.Module):
             raise ValueError(
                 f"hidden widths must be positive, got {cfg.hidden}"
             )
+        check_int("in_features", cfg.in_features, low=1)
+        check_int("out_features", cfg.out_features, low=1)
+        for i, h in enumerate(cfg.hidden):
+            check_int(f"hidden[{i}]", h, low=1)
+        check_probability("input_dropout", cfg.input_dropout)
         self.cfg = cfg
         layers: list[nn.Module] = [nn.Flatten()]
         if cfg.input_dropout:
@@ -530,6 +574,10 @@ def weight_stats(
     """:class:`WeightStats` of one tensor or of several, pooled."""
     if isinstance(weights, torch.Tensor):
         weights = [weights]
+    weights = list(weights)
+    if not weights:
+        raise ValueError("weights must hold at least one tensor, got none")
+    check_number("tol", tol, low=0)
     w = torch.cat([t.detach().flatten().double().cpu() for t in weights])
     if w.numel() < 2:
         raise ValueError(f"need at least 2 weights, got {w.numel()}")

@@ -44,7 +44,20 @@ DTYPE = torch.float64
 
 def as_matrix(name: str, value, *, complex_ok: bool = False) -> Tensor:
     """``value`` as a float64 (or complex128) 2-D tensor; a clear error if it is not finite or not 2-D."""
-    t = torch.as_tensor(value)
+    try:
+        t = torch.as_tensor(value)
+    except (TypeError, RuntimeError, ValueError) as err:
+        raise TypeError(
+            f"{name} must be a matrix of numbers (a tensor, an array or "
+            f"nested lists), got {type(value).__name__}"
+        ) from err
+    if t.dtype == torch.bool or not (
+        t.is_floating_point()
+        or t.is_complex()
+        or t.dtype.is_signed
+        or t.dtype == torch.uint8
+    ):
+        raise TypeError(f"{name} must hold numbers, got dtype {t.dtype}")
     if t.is_complex() and not complex_ok:
         raise ValueError(f"{name} must be real, got dtype {t.dtype}")
     t = t.to(torch.complex128 if t.is_complex() else DTYPE)
@@ -163,7 +176,9 @@ class DMDResult:
         """``b_j lambda_j^k`` for ``k = 0 .. n_steps - 1``; shape ``(r, n_steps)``."""
         b = self.amplitudes if amplitudes is None else amplitudes
         k = torch.arange(n_steps, dtype=DTYPE)
-        return b[:, None] * self.eigenvalues[:, None] ** k[None, :]
+        powers = self.eigenvalues[:, None] ** k[None, :]
+        # lambda^0 = 1, also for lambda = 0 (complex pow gives exp(-inf * 0) = NaN)
+        return b[:, None] * torch.where(k == 0, 1.0, powers)
 
     def reconstruct(self, n_steps: int) -> Tensor:
         """The DMD model's snapshots ``x_0 .. x_{n_steps-1}`` from the fitted amplitudes; real, ``(n, n_steps)``."""
@@ -241,9 +256,17 @@ def dmd(
     order = sort_eigenvalues(eigenvalues)
     eigenvalues, W = eigenvalues[order], W[:, order]
     if exact:
-        modes = (
-            (Y @ V / s).to(W.dtype) @ W / eigenvalues
-        )  # (n, r): Y V S^-1 W Lambda^-1
+        modes = (Y @ V / s).to(W.dtype) @ W  # (n, r): Y V S^-1 W ...
+        # ... Lambda^-1, except where lambda is 0 (to rounding, relative to
+        # A_tilde): there Y V S^-1 w is itself an eigenvector of A for 0, and
+        # if it is 0 too, Tu et al. (2014, Theorem 3) take the projected U w.
+        tol = torch.finfo(DTYPE).eps ** 0.5
+        scale = float(torch.linalg.matrix_norm(A_tilde, 2))
+        zero = eigenvalues.abs() <= tol * scale
+        modes = torch.where(zero, modes, modes / eigenvalues)
+        for j in torch.nonzero(zero).flatten().tolist():
+            if torch.linalg.vector_norm(modes[:, j]) <= tol * scale:
+                modes[:, j] = U.to(W.dtype) @ W[:, j]
     else:
         modes = U.to(W.dtype) @ W
     amplitudes = torch.linalg.lstsq(modes, X[:, :1].to(modes.dtype)).solution[

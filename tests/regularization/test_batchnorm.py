@@ -205,7 +205,7 @@ def test_errors():
         layer(np.zeros((1, 3)))
     with pytest.raises(ValueError, match=r"expected input of shape \(N, 3"):
         layer(np.zeros((4, 2)))
-    with pytest.raises(ValueError, match="momentum must be between 0 and 1"):
+    with pytest.raises(ValueError, match=r"momentum must be a finite number in \[0, 1\]"):
         BatchNorm(BatchNormConfig(3, momentum=2.0))
     with pytest.raises(RuntimeError, match="before forward"):
         BatchNorm(BatchNormConfig(3)).backward(np.zeros((2, 3)))

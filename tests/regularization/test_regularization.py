@@ -98,7 +98,7 @@ def test_penalty_values_and_which_parameters():
     p = Penalty(l1=0.1, l2=0.2)(model)
     expected = sum(0.1 * w.abs().sum() + 0.1 * (w**2).sum() for w in ws)
     torch.testing.assert_close(p, expected)
-    with pytest.raises(ValueError, match="l1 must be a non-negative number, got -1"):
+    with pytest.raises(ValueError, match="l1 must be a finite number >= 0, got -1"):
         Penalty(l1=-1)
     with pytest.raises(ValueError, match="no weight matrices"):
         Penalty(l2=1.0)(nn.PReLU())
