@@ -28,6 +28,7 @@ import torch
 __all__ = [
     "check_array",
     "check_choice",
+    "check_in_range",
     "check_int",
     "check_labels",
     "check_nonempty",
@@ -217,6 +218,31 @@ def check_tensor(
         raise ValueError(
             f"{name} must be finite, but {bad} of its {x.numel()} entries "
             "are NaN or infinite"
+        )
+    return x
+
+
+def check_in_range(
+    name: str, x: torch.Tensor, *, low: float, high: float
+) -> torch.Tensor:
+    """A floating tensor whose every entry lies in ``[low, high]`` (no NaN).
+
+    For data whose range a model relies on: pixel intensities in [0, 1] for a
+    Bernoulli likelihood, images scaled to [-1, 1] for a diffusion model.
+    """
+    check_tensor(name, x, floating=True)
+    if x.numel() == 0:
+        return x
+    if torch.isnan(x).any():
+        raise ValueError(
+            f"{name} must hold values in [{low}, {high}], but "
+            f"{int(torch.isnan(x).sum())} of its entries are NaN"
+        )
+    lo, hi = float(x.min()), float(x.max())
+    if lo < low or hi > high:
+        raise ValueError(
+            f"{name} must hold values in [{low}, {high}], got values from "
+            f"{lo:.4g} to {hi:.4g}"
         )
     return x
 

@@ -137,3 +137,16 @@ def test_array_checks_read_like_the_tensor_checks():
     x[1, 1] = np.inf
     with pytest.raises(ValueError, match="1 of its 6 entries are NaN or infinite"):
         check_array("x", x, finite=True)
+
+
+def test_in_range_accepts_the_closed_interval_and_refuses_the_rest():
+    from dlbook.checks import check_in_range
+
+    x = torch.tensor([0.0, 0.5, 1.0])
+    assert check_in_range("x", x, low=0, high=1) is x
+    with pytest.raises(ValueError, match=r"x must hold values in \[0, 1\], got values from -0.1 to 1"):
+        check_in_range("x", torch.tensor([-0.1, 1.0]), low=0, high=1)
+    with pytest.raises(ValueError, match="NaN"):
+        check_in_range("x", torch.tensor([0.5, float("nan")]), low=0, high=1)
+    with pytest.raises(TypeError, match="floating dtype"):
+        check_in_range("x", torch.tensor([0, 1]), low=0, high=1)

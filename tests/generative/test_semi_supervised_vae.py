@@ -1,0 +1,192 @@
+"""Kingma et al.'s M2: the labelled bound against torch.distributions term by
+term, the unlabelled bound against its definition, the loss J^α, the mixed
+batches, a short run that must learn to classify, and the argument checks."""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import (
+    Bernoulli,
+    Categorical,
+    Normal,
+    kl_divergence,
+)
+from torch.utils.data import DataLoader, TensorDataset
+
+from dlbook.generative.semi_supervised_vae import (
+    M2,
+    M2Config,
+    M2Loss,
+    M2Output,
+    MixedBatchSampler,
+    labelled_subset,
+    m2_accuracy,
+    unlabelled_bound,
+)
+from dlbook.train import fit
+
+
+def _reference_bound(model, x, y, eps):
+    """−L(x, y) of the paper's eq. 6 with torch.distributions, one z = μ + σε."""
+    c = model.config.classes
+    onehot = torch.nn.functional.one_hot(torch.tensor(y), c).to(x.dtype)
+    h = torch.nn.functional.softplus(model.enc_x(x) + model.enc_y(onehot))
+    mu, logvar = model.to_mu(h), model.to_logvar(h)
+    q = Normal(mu, (0.5 * logvar).exp())
+    z = mu + q.scale * eps
+    prior = Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    logits = model.decode(onehot.expand(len(x), c), z)
+    log_px = Bernoulli(logits=logits).log_prob(x).sum(-1)
+    log_py = Categorical(logits=torch.zeros(c, dtype=x.dtype)).log_prob(
+        torch.tensor(y)
+    )
+    return log_px + log_py - kl_divergence(q, prior).sum(-1)
+
+
+def test_labelled_bound_equals_torch_distributions_for_every_class():
+    torch.manual_seed(0)
+    config = M2Config(in_features=12, classes=3, latent=2, hidden=8)
+    model = M2(config).double()
+    x = torch.randint(0, 2, (5, 12)).double()
+    # forward draws ε of shape (N, C, latent) from the global generator
+    torch.manual_seed(1)
+    out = model(x)
+    torch.manual_seed(1)
+    eps = torch.randn(5, 3, 2, dtype=torch.float64)
+    for y in range(3):
+        torch.testing.assert_close(
+            out.bound[:, y], _reference_bound(model, x, y, eps[:, y])
+        )
+
+
+def test_unlabelled_bound_is_its_definition_and_below_the_best_class():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    bound = -50 + torch.randn(4, 3, generator=g, dtype=torch.float64)
+    out = M2Output(logits, bound)
+    q = torch.softmax(logits, 1)
+    entropy = Categorical(logits=logits).entropy()
+    torch.testing.assert_close(
+        unlabelled_bound(out), (q * bound).sum(1) + entropy
+    )
+    # −U(x) ≤ log Σ_y exp(−L(x, y)), the bound on log p(x) it lower-bounds,
+    # with equality when q(y | x) is the posterior over classes
+    assert (unlabelled_bound(out) <= torch.logsumexp(bound, 1) + 1e-12).all()
+    best = M2Output(torch.log_softmax(bound, 1), bound)
+    torch.testing.assert_close(
+        unlabelled_bound(best), torch.logsumexp(bound, 1)
+    )
+
+
+def test_loss_mixes_labelled_and_unlabelled_terms():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    bound = -50 + torch.randn(4, 3, generator=g, dtype=torch.float64)
+    out = M2Output(logits, bound)
+    y = torch.tensor([2, -1, 0, -1])
+    alpha = 0.7
+    ce = -torch.log_softmax(logits, 1)
+    expected = torch.stack(
+        [
+            -bound[0, 2] + alpha * ce[0, 2],
+            -unlabelled_bound(out)[1],
+            -bound[2, 0] + alpha * ce[2, 0],
+            -unlabelled_bound(out)[3],
+        ]
+    ).mean()
+    torch.testing.assert_close(M2Loss(alpha)(out, y), expected)
+    # the accuracy metric looks at the labelled rows only
+    pred = logits.argmax(1)
+    assert m2_accuracy(out, y) == ((pred[[0, 2]] == y[[0, 2]]).double().mean())
+
+
+def test_labelled_subset_is_balanced_and_seeded():
+    labels = torch.arange(10).repeat(30)
+    idx = labelled_subset(labels, 20, seed=3)
+    assert torch.bincount(labels[idx], minlength=10).tolist() == [2] * 10
+    assert torch.equal(idx, labelled_subset(labels, 20, seed=3))
+    assert not torch.equal(idx, labelled_subset(labels, 20, seed=4))
+
+
+def test_mixed_batches_hold_labelled_examples_and_cover_the_rest_once():
+    labelled = torch.arange(4)
+    unlabelled = torch.arange(4, 30)
+    sampler = MixedBatchSampler(
+        labelled,
+        unlabelled,
+        batch_size=8,
+        labelled_per_batch=2,
+        generator=torch.Generator().manual_seed(0),
+    )
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == math.ceil(26 / 6)
+    assert all(sum(i < 4 for i in b) == 2 for b in batches)
+    seen = sorted(i for b in batches for i in b if i >= 4)
+    assert seen == unlabelled.tolist()
+
+
+def test_a_short_run_learns_to_classify():
+    """Two clusters of binary patterns per class, 2 labels per class: the bound
+    must improve and q(y | x) must beat chance (1/3) by a wide margin."""
+    g = torch.Generator().manual_seed(0)
+    protos = (torch.rand(3, 2, 20, generator=g) > 0.5).float()  # (C, 2, D)
+    y = torch.arange(3).repeat_interleave(100)
+    which = torch.randint(0, 2, (300,), generator=g)
+    flip = torch.rand(300, 20, generator=g) < 0.05
+    x = (protos[y, which] + flip).remainder(2)
+    idx = labelled_subset(y, 6, seed=0)
+    observed = torch.full_like(y, -1)
+    observed[idx] = y[idx]
+    rest = torch.tensor([i for i in range(300) if i not in set(idx.tolist())])
+    sampler = MixedBatchSampler(
+        idx,
+        rest,
+        batch_size=30,
+        labelled_per_batch=6,
+        generator=torch.Generator().manual_seed(0),
+    )
+    loader = DataLoader(TensorDataset(x, observed), batch_sampler=sampler)
+    torch.manual_seed(0)
+    model = M2(
+        M2Config(in_features=20, classes=3, latent=2, hidden=32, alpha=5.0)
+    )
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    history = fit(
+        model,
+        loader,
+        opt,
+        epochs=25,
+        loss_fn=M2Loss(5.0),
+        metrics={},
+        progress=False,
+    )
+    assert history["train_loss"][-1] < 0.7 * history["train_loss"][0]
+    with torch.no_grad():
+        acc = (model.classify(x).argmax(1) == y).float().mean().item()
+    assert acc > 0.5, acc  # chance is 1/3
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError, match="latent must be an integer >= 1"):
+        M2Config(latent=0)
+    with pytest.raises(ValueError, match="classes must be an integer >= 2"):
+        M2Config(classes=1)
+    with pytest.raises(ValueError, match="likelihood must be one of"):
+        M2Config(likelihood="poisson")
+    out = M2Output(torch.zeros(2, 3), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"labels in \[0, 3\) or -1"):
+        M2Loss(1.0)(out, torch.tensor([0, -2]))
+    with pytest.raises(ValueError, match=r"labels in \[0, 3\) or -1"):
+        M2Loss(1.0)(out, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="alpha must be a finite number"):
+        M2Loss(-1.0)
+    with pytest.raises(ValueError, match="multiple of the 10 classes"):
+        labelled_subset(torch.arange(10).repeat(5), 15)
+    with pytest.raises(ValueError, match="labelled_per_batch"):
+        MixedBatchSampler(torch.arange(2), torch.arange(2, 9), 4, 4)
+    with pytest.raises(ValueError, match="both be non-empty"):
+        MixedBatchSampler(torch.arange(0), torch.arange(2, 9), 4, 1)
+    model = M2(M2Config(in_features=4, classes=2, latent=1, hidden=3))
+    with pytest.raises(ValueError, match="4 features per example"):
+        model(torch.rand(2, 5))
