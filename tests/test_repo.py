@@ -45,3 +45,22 @@ def test_readme_lists_every_dataset_and_model_as_the_registry_does():
     readme = (REPO / "README.md").read_text()
     block = readme.split("<!-- datasets:start -->\n", 1)[1].split("\n<!-- datasets:end -->", 1)[0]
     assert block == table(), "README's dataset table is stale: python tools/datasets_table.py"
+
+
+def test_references_parse_and_every_citation_is_defined():
+    """book/references.bib is valid BibTeX (a broken entry stops the whole build
+    before any page is read) and holds every key a chapter cites."""
+    import pybtex.database
+
+    text = (REPO / "book" / "references.bib").read_text()
+    keys = re.findall(r"^@\w+\{([^,\s]+),", text, flags=re.M)
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    assert not dupes, f"keys defined twice in references.bib: {dupes}"
+    db = pybtex.database.parse_string(text, "bibtex")
+    assert set(db.entries) == set(keys)
+    cited = set()
+    for page in (REPO / "book").rglob("*.md"):
+        for group in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", page.read_text()):
+            cited.update(k.strip() for k in group.split(","))
+    missing = sorted(cited - set(keys))
+    assert not missing, f"cited but not in references.bib: {missing}"
