@@ -160,6 +160,26 @@ def check_nonempty(name: str, value: Sized) -> Sized:
     return value
 
 
+def _check_dims(name: str, got: tuple, ndim: Any, shape: Any) -> None:
+    """The ``ndim`` and ``shape`` checks shared by check_tensor and check_array."""
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if len(got) not in allowed:
+            want = " or ".join(str(d) for d in allowed)
+            raise ValueError(
+                f"{name} must have {want} dimensions, got shape {got}"
+            )
+    if shape is not None:
+        ok = len(shape) == len(got) and all(
+            s is None or s == d for s, d in zip(shape, got)
+        )
+        if not ok:
+            want = "(" + ", ".join("*" if s is None else str(s) for s in shape)
+            raise ValueError(
+                f"{name} must have shape {want.rstrip(', ')}), got {got}"
+            )
+
+
 def check_tensor(
     name: str,
     x: Any,
@@ -184,24 +204,7 @@ def check_tensor(
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {_describe(x)}")
-    if ndim is not None:
-        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-        if x.ndim not in allowed:
-            want = " or ".join(str(d) for d in allowed)
-            raise ValueError(
-                f"{name} must have {want} dimensions, got shape "
-                f"{tuple(x.shape)}"
-            )
-    if shape is not None:
-        ok = len(shape) == x.ndim and all(
-            s is None or s == d for s, d in zip(shape, x.shape)
-        )
-        if not ok:
-            want = "(" + ", ".join("*" if s is None else str(s) for s in shape)
-            raise ValueError(
-                f"{name} must have shape {want.rstrip(', ')}), got "
-                f"{tuple(x.shape)}"
-            )
+    _check_dims(name, tuple(x.shape), ndim, shape)
     if floating is True and not (x.is_floating_point() or x.is_complex()):
         raise TypeError(
             f"{name} must have a floating dtype, got {x.dtype} (convert it "
@@ -334,22 +337,7 @@ def check_array(
     """
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {_describe(x)}")
-    if ndim is not None:
-        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-        if x.ndim not in allowed:
-            want = " or ".join(str(d) for d in allowed)
-            raise ValueError(
-                f"{name} must have {want} dimensions, got shape {x.shape}"
-            )
-    if shape is not None:
-        ok = len(shape) == x.ndim and all(
-            s is None or s == d for s, d in zip(shape, x.shape)
-        )
-        if not ok:
-            want = "(" + ", ".join("*" if s is None else str(s) for s in shape)
-            raise ValueError(
-                f"{name} must have shape {want.rstrip(', ')}), got {x.shape}"
-            )
+    _check_dims(name, tuple(x.shape), ndim, shape)
     is_float = np.issubdtype(x.dtype, np.floating)
     if floating is True and not is_float:
         raise TypeError(
