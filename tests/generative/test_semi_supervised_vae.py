@@ -79,26 +79,47 @@ def test_unlabelled_bound_is_its_definition_and_below_the_best_class():
     )
 
 
-def test_loss_mixes_labelled_and_unlabelled_terms():
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(4, 3, generator=g, dtype=torch.float64)
-    bound = -50 + torch.randn(4, 3, generator=g, dtype=torch.float64)
-    out = M2Output(logits, bound)
-    y = torch.tensor([2, -1, 0, -1])
-    alpha = 0.7
-    ce = -torch.log_softmax(logits, 1)
-    expected = torch.stack(
-        [
-            -bound[0, 2] + alpha * ce[0, 2],
-            -unlabelled_bound(out)[1],
-            -bound[2, 0] + alpha * ce[2, 0],
-            -unlabelled_bound(out)[3],
-        ]
-    ).mean()
-    torch.testing.assert_close(M2Loss(alpha)(out, y), expected)
+def _random_output(n, c, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, c, generator=g, dtype=torch.float64)
+    bound = -50 + torch.randn(n, c, generator=g, dtype=torch.float64)
+    return M2Output(logits, bound)
+
+
+def test_loss_on_the_whole_data_set_is_the_papers_objective_over_n():
+    """J^α = Σ_l L + Σ_u U + α mean_l(−log q(y | x)) (eqs. 8 and 9), by hand."""
+    out = _random_output(5, 3)
+    y = torch.tensor([2, -1, 0, -1, -1])
+    alpha = 0.1 * 5  # the paper's α = 0.1 · N
+    log_q = torch.log_softmax(out.class_logits, 1)
+    q = log_q.exp()
+    labelled_bound = out.bound[0, 2] + out.bound[2, 0]  # −L summed
+    unlabelled = sum(
+        (q[i] * out.bound[i]).sum() - (q[i] * log_q[i]).sum()
+        for i in (1, 3, 4)
+    )  # −U summed
+    ce = -(log_q[0, 2] + log_q[2, 0]) / 2
+    expected = (-labelled_bound - unlabelled + alpha * ce) / 5
+    torch.testing.assert_close(M2Loss(alpha, 2, 3)(out, y), expected)
     # the accuracy metric looks at the labelled rows only
-    pred = logits.argmax(1)
+    pred = out.class_logits.argmax(1)
     assert m2_accuracy(out, y) == ((pred[[0, 2]] == y[[0, 2]]).double().mean())
+
+
+def test_loss_does_not_depend_on_how_often_the_sampler_repeats_labels():
+    """Each kind's mean is weighted by its share of the data set, so a batch
+    that repeats its labelled rows estimates the same objective."""
+    out = _random_output(4, 3, seed=1)
+    y = torch.tensor([1, 0, -1, -1])
+    loss = M2Loss(alpha=3.0, n_labelled=10, n_unlabelled=90)
+    rep = torch.tensor([0, 1, 0, 1, 0, 1, 2, 3])
+    repeated = M2Output(out.class_logits[rep], out.bound[rep])
+    torch.testing.assert_close(loss(repeated, y[rep]), loss(out, y))
+    # α weighs the cross-entropy only: the difference of two α is α' − α
+    # times the labelled mean of −log q(y | x), over N
+    ce = torch.nn.functional.cross_entropy(out.class_logits[:2], y[:2])
+    other = M2Loss(alpha=5.0, n_labelled=10, n_unlabelled=90)
+    torch.testing.assert_close(other(out, y) - loss(out, y), 2.0 * ce / 100)
 
 
 def test_labelled_subset_is_balanced_and_seeded():
@@ -148,16 +169,14 @@ def test_a_short_run_learns_to_classify():
     )
     loader = DataLoader(TensorDataset(x, observed), batch_sampler=sampler)
     torch.manual_seed(0)
-    model = M2(
-        M2Config(in_features=20, classes=3, latent=2, hidden=32, alpha=5.0)
-    )
+    model = M2(M2Config(in_features=20, classes=3, latent=2, hidden=32))
     opt = torch.optim.Adam(model.parameters(), 3e-3)
     history = fit(
         model,
         loader,
         opt,
         epochs=25,
-        loss_fn=M2Loss(5.0),
+        loss_fn=M2Loss(0.1 * len(x), len(idx), len(rest)),  # the paper α
         metrics={},
         progress=False,
     )
@@ -176,11 +195,18 @@ def test_bad_inputs_are_refused():
         M2Config(likelihood="poisson")
     out = M2Output(torch.zeros(2, 3), torch.zeros(2, 3))
     with pytest.raises(ValueError, match=r"labels in \[0, 3\) or -1"):
-        M2Loss(1.0)(out, torch.tensor([0, -2]))
+        M2Loss(1.0, 1, 1)(out, torch.tensor([0, -2]))
     with pytest.raises(ValueError, match=r"labels in \[0, 3\) or -1"):
-        M2Loss(1.0)(out, torch.tensor([0, 3]))
+        M2Loss(1.0, 1, 1)(out, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match=r"labels in \[0, 10\) or -1"):
+        M2Loss(1.0, 1, 1)(
+            M2Output(torch.zeros(1, 10), torch.zeros(1, 10)),
+            torch.tensor([10]),
+        )
     with pytest.raises(ValueError, match="alpha must be a finite number"):
-        M2Loss(-1.0)
+        M2Loss(-1.0, 1, 1)
+    with pytest.raises(ValueError, match="n_labelled must be an integer"):
+        M2Loss(1.0, 0, 10)
     with pytest.raises(ValueError, match="multiple of the 10 classes"):
         labelled_subset(torch.arange(10).repeat(5), 15)
     with pytest.raises(ValueError, match="labelled_per_batch"):
