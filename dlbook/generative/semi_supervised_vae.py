@@ -128,7 +128,7 @@ class M2(nn.Module):
         return self.classifier(self._flat(x))
 
     def decode(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Parameters of p(x | y, z) for one-hot y (..., C) and z (..., latent).
+        """Parameters of p(x | y, z), one-hot y (..., C), z (..., latent).
 
         Bernoulli: logits (..., D); Gaussian: means and log-variances
         concatenated, (..., 2D).
@@ -162,7 +162,10 @@ class M2(nn.Module):
 
 
 def unlabelled_bound(out: M2Output) -> torch.Tensor:
-    """−U(x) = Σ_y q(y | x) (−L(x, y)) + H(q(y | x)) (the paper's eq. 7), (N,)."""
+    """The unlabelled bound of the paper's eq. 7, per image, shape (N,):
+
+    −U(x) = Σ_y q(y | x) (−L(x, y)) + H(q(y | x)).
+    """
     log_q = F.log_softmax(out.class_logits, dim=1)
     q = log_q.exp()
     return (q * (out.bound - log_q)).sum(1)

@@ -28,7 +28,7 @@ from dlbook.train import fit
 
 
 def _reference_bound(model, x, y, eps):
-    """−L(x, y) of the paper's eq. 6 with torch.distributions, one z = μ + σε."""
+    """−L(x, y) of the paper's eq. 6 by torch.distributions, z = μ + σε."""
     c = model.config.classes
     onehot = torch.nn.functional.one_hot(torch.tensor(y), c).to(x.dtype)
     h = torch.nn.functional.softplus(model.enc_x(x) + model.enc_y(onehot))
@@ -87,7 +87,7 @@ def _random_output(n, c, seed=0):
 
 
 def test_loss_on_the_whole_data_set_is_the_papers_objective_over_n():
-    """J^α = Σ_l L + Σ_u U + α mean_l(−log q(y | x)) (eqs. 8 and 9), by hand."""
+    """J^α = Σ_l L + Σ_u U + α mean_l(−log q(y | x)) (eqs. 8, 9) by hand."""
     out = _random_output(5, 3)
     y = torch.tensor([2, -1, 0, -1, -1])
     alpha = 0.1 * 5  # the paper's α = 0.1 · N
