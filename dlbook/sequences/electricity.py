@@ -177,19 +177,19 @@ def multistep_windows(
 class DemandLSTM(nn.Module):
     """An LSTM over the past, one patch per step; a head for the next H.
 
-    The past (demand and covariates, L half-hours) is cut into L / P
+    The past (demand and temperature, L half-hours) is cut into L / P
     patches of P half-hours; the LSTM reads one patch per step. Its last
     state h and the next H half-hours' covariates feed a two-layer
     network: ŷ = W₂ relu(W₁ [h; vec(x_future)] + b₁) + b₂.
 
     Args:
-        n_inputs: 1 + C, the columns of the past.
+        n_inputs: the columns of the past (2: demand, temperature).
         n_future: C, the columns of the known future.
         lookback, horizon, patch: L, H and P.
         hidden_size, head_size: units of the LSTM and of the head.
 
     Shapes:
-        past: (B, L, 1 + C). future: (B, H, C). Returns (B, H).
+        past: (B, L, n_inputs). future: (B, H, C). Returns (B, H).
     """
 
     def __init__(
@@ -214,7 +214,7 @@ class DemandLSTM(nn.Module):
     def forward(self, past: Tensor, future: Tensor) -> Tensor:
         b, length, c = past.shape
         steps = past.reshape(b, length // self.patch, self.patch * c)
-        _, (h, _) = self.lstm(steps)  # (B, L / P, P (1 + C)) -> (1, B, hid)
+        _, (h, _) = self.lstm(steps)  # (B, L / P, P c) -> (1, B, hidden)
         return self.head(torch.cat([h[-1], future.flatten(1)], dim=1))
 
 
@@ -253,12 +253,12 @@ def _tensors(y, x, cfg: DemandConfig, origins, y_scaler, x_scaler):
 def train_demand(
     y, x, train_end: int, cfg: DemandConfig, seed: int = 0
 ) -> DemandForecaster:
-    """Train on the windows whose targets all lie before ``train_end``.
+    """Train on the windows whose targets all lie before train_end.
 
-    The scalers see y and the temperature before ``train_end`` only. The
-    windows' origins are every ``cfg.stride`` half-hours; the loader
-    shuffles them, all from the training period. Training goes through
-    ``dlbook.train.fit`` (mean squared error on the scaled demand, Adam).
+    The scalers see y and the temperature before train_end only. The
+    windows' origins are every cfg.stride half-hours; the loader shuffles
+    them, all from the training period. Training goes through fit from
+    dlbook.train (mean squared error on the scaled demand, Adam).
     """
     y = _series(y)
     x = check_array("x", np.asarray(x, dtype=float), ndim=2, finite=True)
