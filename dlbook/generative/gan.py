@@ -16,7 +16,8 @@ real and generated features (Heusel et al. 2017, who use Inception-v3 features
 instead, hence "FID") and the precision and recall of Kynkäänniemi et al.
 (2019). Checked in ``tests/generative/test_gan.py``: the Fréchet distance
 equals ``torchmetrics``' ``FrechetInceptionDistance`` given the same feature
-extractor; precision and recall equal a direct, loop-by-loop computation.
+extractor (a ``FeatureExtractor`` of a ``FeatureClassifier``); precision and
+recall equal a direct, loop-by-loop computation of the paper's definition.
 Chapter: ``book/generative/gan.md``; the diffusion chapter reuses the measures.
 """
 
@@ -31,7 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlbook.checks import check_choice, check_int, check_number, check_tensor
+from dlbook.checks import (
+    check_choice,
+    check_in_range,
+    check_int,
+    check_number,
+    check_tensor,
+)
 from dlbook.train import History
 
 # --- the losses -----------------------------------------------------------
@@ -364,8 +371,10 @@ def mode_coverage(
     """Modes covered and the share of high-quality samples.
 
     A sample is of high quality if it lies within 3 standard deviations of
-    its nearest mode; a mode is covered if at least ``min_share`` of all
-    samples are high-quality samples of that mode (Srivastava et al. 2017).
+    its nearest mode (Srivastava et al. 2017). A mode is covered if at
+    least ``min_share`` of all samples are high-quality samples of that
+    mode: stricter than Srivastava et al.'s one sample, so that a few
+    stray points do not count as a mode.
 
     Shapes:
         samples: (N, 2); centers: (modes, 2). Returns (modes covered, share).
@@ -413,6 +422,7 @@ class FeatureClassifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor("x", x, shape=(None, 1, 28, 28), floating=True)
+        check_in_range("x", x, low=0.0, high=1.0)  # the data's pixel range
         return self.body(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
