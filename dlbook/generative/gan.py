@@ -252,27 +252,38 @@ class GAN:
         device = next(self.G.parameters()).device
         return torch.randn(n, self.z_dim, generator=generator, device=device)
 
-    def step(self, real: torch.Tensor) -> dict[str, float]:
-        """One update of D, then one of G; returns the losses and D's outputs."""
-        n = len(real)
-        fake = self.G(self.noise(n))
-        real_logits, fake_logits = self.D(real), self.D(fake.detach())
+    def step_discriminator(self, real: torch.Tensor) -> dict[str, float]:
+        """One Adam step of D on real and generated samples (G held fixed)."""
+        fake = self.G(self.noise(len(real))).detach()  # no gradient into G
+        real_logits, fake_logits = self.D(real), self.D(fake)
         d_loss = discriminator_loss(real_logits, fake_logits)
         self.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         self.opt_d.step()
+        return {
+            "d_loss": d_loss.item(),
+            "d_real": torch.sigmoid(real_logits).mean().item(),
+        }
 
+    def step_generator(self, n: int) -> dict[str, float]:
+        """One Adam step of G on n fresh samples, through the current D."""
         fake_logits = self.D(self.G(self.noise(n)))
         g_loss = generator_loss(fake_logits, self.config.loss)
         self.opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
+        g_loss.backward()  # D's gradients are computed too, never applied
         self.opt_g.step()
         return {
-            "d_loss": d_loss.item(),
             "g_loss": g_loss.item(),
-            "d_real": torch.sigmoid(real_logits).mean().item(),
             "d_fake": torch.sigmoid(fake_logits).mean().item(),
         }
+
+    def step(self, real: torch.Tensor) -> dict[str, float]:
+        """One update of D, then one of G; returns the losses and D's outputs.
+
+        ``d_real`` is the mean of D(x) on the real batch, ``d_fake`` that of
+        D(G(z)) on the generator's batch, after D's update.
+        """
+        return self.step_discriminator(real) | self.step_generator(len(real))
 
     @torch.no_grad()
     def sample(self, n: int, generator=None) -> torch.Tensor:
