@@ -218,7 +218,7 @@ def test_gan_learns_a_one_dimensional_gaussian():
         MLPDiscriminator(1, 16),
     )
     gan = GAN(G, D, GANTrainConfig(lr_g=2e-3, lr_d=2e-3))
-    data = 3 + 0.5 * torch.randn(2048, 1)
+    data = 3 + 0.5 * torch.randn(1024, 1)
     loader = DataLoader(TensorDataset(data), batch_size=128, shuffle=True)
     before = gan.sample(1000).mean().item()
     history = train_gan(gan, loader, epochs=25)
