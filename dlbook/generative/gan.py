@@ -81,7 +81,7 @@ def generator_loss(
 
 
 class MLPGenerator(nn.Module):
-    """G(z) = an MLP from noise of size ``z_dim`` to ``out_features`` numbers."""
+    """G(z) = an MLP from noise of size ``z_dim`` to ``out_features``."""
 
     def __init__(self, z_dim: int = 16, hidden: int = 128, out_features=2):
         super().__init__()
@@ -121,7 +121,7 @@ class MLPDiscriminator(nn.Module):
 
 @dataclass
 class DCGANConfig:
-    """A small DCGAN for 28 x 28 grey images (Radford et al.'s design rules)."""
+    """A small DCGAN for 28 x 28 grey images (Radford et al.'s rules)."""
 
     z_dim: int = 32  # size of the noise z
     width: int = 16  # channels of D's first layer and G's last hidden one
@@ -190,7 +190,7 @@ class DCGANDiscriminator(nn.Module):
 
 
 def dcgan_init(module: nn.Module) -> None:
-    """Radford et al.'s initialisation: weights N(0, 0.02²), BN scales N(1, 0.02²)."""
+    """Radford et al.'s init: weights N(0, 0.02²), BN scales N(1, 0.02²)."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
@@ -287,7 +287,7 @@ class GAN:
 
     @torch.no_grad()
     def sample(self, n: int, generator=None) -> torch.Tensor:
-        """n samples of G in evaluation mode (batch norm uses running stats)."""
+        """n samples of G in evaluation mode (batch norm: running stats)."""
         check_int("n", n, low=1)
         was_training = self.G.training
         self.G.eval()
@@ -350,7 +350,7 @@ def generator_gradient_norm(
 
 
 def ring_centers(modes: int = 8, radius: float = 2.0) -> torch.Tensor:
-    """The means of ``modes`` Gaussians evenly spaced on a circle, (modes, 2)."""
+    """The means of ``modes`` Gaussians evenly spaced on a circle."""
     check_int("modes", modes, low=1)
     check_number("radius", radius, low=0, low_open=True)
     angle = torch.arange(modes) * 2 * math.pi / modes
@@ -364,7 +364,10 @@ def ring_of_gaussians(
     std: float = 0.02,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """n points from an equal mixture of Gaussians on a ring (Metz et al. 2017)."""
+    """n points from an equal mixture of Gaussians on a ring.
+
+    The 2-D benchmark of mode collapse of Metz et al. (2017).
+    """
     check_int("n", n, low=1)
     check_number("std", std, low=0, low_open=True)
     centers = ring_centers(modes, radius)

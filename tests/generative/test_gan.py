@@ -1,6 +1,7 @@
-"""GANs and the quality measures: losses against their formulas, DCGAN shapes, the
-Fréchet distance against torchmetrics and closed forms, precision and recall against
-a loop-by-loop computation, mode coverage, short runs that must learn, bad input."""
+"""GANs and the quality measures: losses against their formulas, DCGAN
+shapes, the Fréchet distance against torchmetrics and closed forms, precision
+and recall against a loop-by-loop computation, mode coverage, short runs that
+must learn, bad input."""
 
 import math
 
@@ -103,7 +104,7 @@ def test_frechet_distance_closed_forms():
 
 
 class _Pixels(torch.nn.Module):
-    """A fixed feature map: 6 weighted pixel sums (the FID metric needs num_features)."""
+    """A fixed feature map: 6 weighted pixel sums (with num_features)."""
 
     num_features = 6
 
