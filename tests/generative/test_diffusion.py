@@ -99,7 +99,7 @@ def test_posterior_mean_coefficients_equal_ddpm_scheduler():
         ours.posterior_mean_coef1[ts], torch.cat(c1).flatten(), **F64
     )
     torch.testing.assert_close(
-        ours.posterior_mean_coef2,
+        ours.posterior_mean_coef2[ts],
         torch.cat(c2).flatten(),
         rtol=1e-10,
         atol=1e-8,  # the probe x̂₀ = (1 − √(1 − ᾱ) ε̂) / √ᾱ = 0 rounds
