@@ -14,9 +14,9 @@ each 2 x 2 patch of the 28 x 28 image into 4 channels first, and a pixel
 shuffle unfolds the output (the "patching" of Hoogeboom et al. 2023).
 
 Checked in ``tests/generative/test_diffusion.py``: the noise schedules (linear
-and cosine), the posterior variances and the DDPM and DDIM steps equal those of
-``diffusers``' ``DDPMScheduler`` and ``DDIMScheduler``. Chapter:
-``book/generative/diffusion.md``.
+and cosine), the posterior variances and mean coefficients, the DDPM and DDIM
+steps and whole sampling loops equal those of ``diffusers``' ``DDPMScheduler``
+and ``DDIMScheduler``. Chapter: ``book/generative/diffusion.md``.
 """
 
 from __future__ import annotations
