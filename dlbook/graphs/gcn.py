@@ -14,7 +14,8 @@ costs memory in proportion to its edges.
 
 Contents, in reading order: checking an ``edge_index`` (:func:`check_edge_index`); self-loops
 and the symmetric normalization (:func:`add_remaining_self_loops`, :func:`gcn_norm`); the sum of
-weighted messages (:func:`propagate`); the layer (:class:`GCNConv`); the two-layer model of
+weighted messages (:func:`propagate`); sparse features and a linear map with a fast gradient
+through them (:class:`SparseLinear`); the layer (:class:`GCNConv`); the two-layer model of
 the paper (:class:`GCN`) and the feature-only baseline (:class:`MLP`); full-batch
 semi-supervised training with the papers' early-stopping rules (:func:`train_node_classifier`).
 
