@@ -16,7 +16,8 @@ real and generated features (Heusel et al. 2017, who use Inception-v3 features
 instead, hence "FID") and the precision and recall of Kynkäänniemi et al.
 (2019). Checked in ``tests/generative/test_gan.py``: the Fréchet distance
 equals ``torchmetrics``' ``FrechetInceptionDistance`` given the same feature
-extractor; precision and recall equal a direct, loop-by-loop computation.
+extractor (a ``FeatureExtractor`` of a ``FeatureClassifier``); precision and
+recall equal a direct, loop-by-loop computation of the paper's definition.
 Chapter: ``book/generative/gan.md``; the diffusion chapter reuses the measures.
 """
 
@@ -31,7 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlbook.checks import check_choice, check_int, check_number, check_tensor
+from dlbook.checks import (
+    check_choice,
+    check_in_range,
+    check_int,
+    check_number,
+    check_tensor,
+)
 from dlbook.train import History
 
 # --- the losses -----------------------------------------------------------
@@ -74,7 +81,7 @@ def generator_loss(
 
 
 class MLPGenerator(nn.Module):
-    """G(z) = an MLP from noise of size ``z_dim`` to ``out_features`` numbers."""
+    """G(z) = an MLP from noise of size ``z_dim`` to ``out_features``."""
 
     def __init__(self, z_dim: int = 16, hidden: int = 128, out_features=2):
         super().__init__()
@@ -114,7 +121,7 @@ class MLPDiscriminator(nn.Module):
 
 @dataclass
 class DCGANConfig:
-    """A small DCGAN for 28 x 28 grey images (Radford et al.'s design rules)."""
+    """A small DCGAN for 28 x 28 grey images (Radford et al.'s rules)."""
 
     z_dim: int = 32  # size of the noise z
     width: int = 16  # channels of D's first layer and G's last hidden one
@@ -183,7 +190,7 @@ class DCGANDiscriminator(nn.Module):
 
 
 def dcgan_init(module: nn.Module) -> None:
-    """Radford et al.'s initialisation: weights N(0, 0.02²), BN scales N(1, 0.02²)."""
+    """Radford et al.'s init: weights N(0, 0.02²), BN scales N(1, 0.02²)."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
@@ -245,31 +252,42 @@ class GAN:
         device = next(self.G.parameters()).device
         return torch.randn(n, self.z_dim, generator=generator, device=device)
 
-    def step(self, real: torch.Tensor) -> dict[str, float]:
-        """One update of D, then one of G; returns the losses and D's outputs."""
-        n = len(real)
-        fake = self.G(self.noise(n))
-        real_logits, fake_logits = self.D(real), self.D(fake.detach())
+    def step_discriminator(self, real: torch.Tensor) -> dict[str, float]:
+        """One Adam step of D on real and generated samples (G held fixed)."""
+        fake = self.G(self.noise(len(real))).detach()  # no gradient into G
+        real_logits, fake_logits = self.D(real), self.D(fake)
         d_loss = discriminator_loss(real_logits, fake_logits)
         self.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         self.opt_d.step()
+        return {
+            "d_loss": d_loss.item(),
+            "d_real": torch.sigmoid(real_logits).mean().item(),
+        }
 
+    def step_generator(self, n: int) -> dict[str, float]:
+        """One Adam step of G on n fresh samples, through the current D."""
         fake_logits = self.D(self.G(self.noise(n)))
         g_loss = generator_loss(fake_logits, self.config.loss)
         self.opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
+        g_loss.backward()  # D's gradients are computed too, never applied
         self.opt_g.step()
         return {
-            "d_loss": d_loss.item(),
             "g_loss": g_loss.item(),
-            "d_real": torch.sigmoid(real_logits).mean().item(),
             "d_fake": torch.sigmoid(fake_logits).mean().item(),
         }
 
+    def step(self, real: torch.Tensor) -> dict[str, float]:
+        """One update of D, then one of G; returns the losses and D's outputs.
+
+        ``d_real`` is the mean of D(x) on the real batch, ``d_fake`` that of
+        D(G(z)) on the generator's batch, after D's update.
+        """
+        return self.step_discriminator(real) | self.step_generator(len(real))
+
     @torch.no_grad()
     def sample(self, n: int, generator=None) -> torch.Tensor:
-        """n samples of G in evaluation mode (batch norm uses running stats)."""
+        """n samples of G in evaluation mode (batch norm: running stats)."""
         check_int("n", n, low=1)
         was_training = self.G.training
         self.G.eval()
@@ -332,7 +350,7 @@ def generator_gradient_norm(
 
 
 def ring_centers(modes: int = 8, radius: float = 2.0) -> torch.Tensor:
-    """The means of ``modes`` Gaussians evenly spaced on a circle, (modes, 2)."""
+    """The means of ``modes`` Gaussians evenly spaced on a circle."""
     check_int("modes", modes, low=1)
     check_number("radius", radius, low=0, low_open=True)
     angle = torch.arange(modes) * 2 * math.pi / modes
@@ -346,7 +364,10 @@ def ring_of_gaussians(
     std: float = 0.02,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """n points from an equal mixture of Gaussians on a ring (Metz et al. 2017)."""
+    """n points from an equal mixture of Gaussians on a ring.
+
+    The 2-D benchmark of mode collapse of Metz et al. (2017).
+    """
     check_int("n", n, low=1)
     check_number("std", std, low=0, low_open=True)
     centers = ring_centers(modes, radius)
@@ -364,8 +385,10 @@ def mode_coverage(
     """Modes covered and the share of high-quality samples.
 
     A sample is of high quality if it lies within 3 standard deviations of
-    its nearest mode; a mode is covered if at least ``min_share`` of all
-    samples are high-quality samples of that mode (Srivastava et al. 2017).
+    its nearest mode (Srivastava et al. 2017). A mode is covered if at
+    least ``min_share`` of all samples are high-quality samples of that
+    mode: stricter than Srivastava et al.'s one sample, so that a few
+    stray points do not count as a mode.
 
     Shapes:
         samples: (N, 2); centers: (modes, 2). Returns (modes covered, share).
@@ -413,6 +436,7 @@ class FeatureClassifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor("x", x, shape=(None, 1, 28, 28), floating=True)
+        check_in_range("x", x, low=0.0, high=1.0)  # the data's pixel range
         return self.body(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

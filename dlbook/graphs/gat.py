@@ -41,6 +41,7 @@ from dlbook.checks import (
 from dlbook.graphs.gcn import (
     GCNConv,
     PatienceStop,
+    SparseLinear,
     TrainConfig,
     _check_features,
     check_edge_index,
@@ -188,13 +189,13 @@ class GATConv(nn.Module):
         total = heads * out_channels if concat else out_channels
         self._build(in_channels, heads * out_channels, bias)
         self.res = (
-            nn.Linear(in_channels, total, bias=False) if residual else None
+            SparseLinear(in_channels, total, bias=False) if residual else None
         )
         self.bias = nn.Parameter(torch.empty(total)) if bias else None
         self.reset_parameters()
 
     def _build(self, in_channels: int, width: int, bias: bool) -> None:
-        self.lin = nn.Linear(in_channels, width, bias=False)
+        self.lin = SparseLinear(in_channels, width, bias=False)
         self.att_src = nn.Parameter(
             torch.empty(1, self.heads, self.out_channels)
         )
@@ -285,8 +286,8 @@ class GATv2Conv(GATConv):
     """
 
     def _build(self, in_channels: int, width: int, bias: bool) -> None:
-        self.lin_l = nn.Linear(in_channels, width, bias=bias)
-        self.lin_r = nn.Linear(in_channels, width, bias=bias)
+        self.lin_l = SparseLinear(in_channels, width, bias=bias)
+        self.lin_r = SparseLinear(in_channels, width, bias=bias)
         self.att = nn.Parameter(torch.empty(1, self.heads, self.out_channels))
 
     def _glorot(self) -> list[Tensor]:

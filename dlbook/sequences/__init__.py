@@ -12,6 +12,8 @@
   bits per character, sampling, and an n-gram baseline.
 * :mod:`dlbook.sequences.time_series`: windows, scalers, baselines, an LSTM
   forecaster and walk-forward validation for forecasting real series.
+* :mod:`dlbook.sequences.electricity`: day-ahead electricity demand from the
+  past week and the next day's temperature and calendar (``vic_elec``).
 * :mod:`dlbook.sequences.tasks`: generated tasks with known answers (sorting,
   patterns, delays, the adding problem, the copy task).
 

@@ -1,6 +1,7 @@
-"""GANs and the quality measures: losses against their formulas, DCGAN shapes, the
-Fréchet distance against torchmetrics and closed forms, precision and recall against
-a loop-by-loop computation, mode coverage, short runs that must learn, bad input."""
+"""GANs and the quality measures: losses against their formulas, DCGAN
+shapes, the Fréchet distance against torchmetrics and closed forms, precision
+and recall against a loop-by-loop computation, mode coverage, short runs that
+must learn, bad input."""
 
 import math
 
@@ -103,7 +104,7 @@ def test_frechet_distance_closed_forms():
 
 
 class _Pixels(torch.nn.Module):
-    """A fixed feature map: 6 weighted pixel sums (the FID metric needs num_features)."""
+    """A fixed feature map: 6 weighted pixel sums (with num_features)."""
 
     num_features = 6
 
@@ -131,7 +132,26 @@ def test_frechet_distance_equals_torchmetrics_fid_with_the_same_features():
         *gaussian_statistics(features(real)),
         *gaussian_statistics(features(fake)),
     )
-    assert math.isclose(ours, theirs, rel_tol=1e-4), (ours, theirs)
+    assert math.isclose(ours, theirs, rel_tol=1e-6), (ours, theirs)
+
+
+def test_frechet_distance_equals_torchmetrics_fid_with_our_classifier():
+    """The chapter's own feature map, FeatureExtractor(FeatureClassifier)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    torch.manual_seed(0)
+    extractor = FeatureExtractor(FeatureClassifier())
+    g = torch.Generator().manual_seed(1)
+    real = torch.rand(300, 1, 28, 28, generator=g)
+    fake = torch.rand(200, 1, 28, 28, generator=g) ** 3
+    metric = FrechetInceptionDistance(feature=extractor)
+    for chunk in real.split(128):  # torchmetrics accumulates over batches
+        metric.update(chunk, real=True)
+    metric.update(fake, real=False)
+    theirs = float(metric.compute())  # returned in the features' float32
+    ours = sample_quality(extractor, real, fake).fd
+    assert theirs > 1e-3  # the two sets do differ
+    assert math.isclose(ours, theirs, rel_tol=1e-6), (ours, theirs)
 
 
 def _precision_recall_by_loops(real, fake, k):
@@ -199,7 +219,7 @@ def test_gan_learns_a_one_dimensional_gaussian():
         MLPDiscriminator(1, 16),
     )
     gan = GAN(G, D, GANTrainConfig(lr_g=2e-3, lr_d=2e-3))
-    data = 3 + 0.5 * torch.randn(2048, 1)
+    data = 3 + 0.5 * torch.randn(1024, 1)
     loader = DataLoader(TensorDataset(data), batch_size=128, shuffle=True)
     before = gan.sample(1000).mean().item()
     history = train_gan(gan, loader, epochs=25)
@@ -261,6 +281,23 @@ def test_bad_inputs_are_refused():
         ValueError, match=r"x must have shape \(\*, 1, 28, 28\)"
     ):
         FeatureClassifier()(torch.rand(2, 3, 28, 28))
+    with pytest.raises(
+        ValueError, match=r"x must hold values in \[0.0, 1.0\]"
+    ):
+        FeatureClassifier()(torch.rand(2, 1, 28, 28) * 2)
+    extractor = FeatureExtractor(FeatureClassifier())
+    with pytest.raises(ValueError, match="values in"):
+        sample_quality(
+            extractor,
+            torch.rand(80, 1, 28, 28),
+            torch.rand(80, 1, 28, 28) - 0.5,
+        )
+    with pytest.raises(ValueError, match="more samples than dimensions"):
+        sample_quality(
+            extractor, torch.rand(80, 1, 28, 28), torch.rand(40, 1, 28, 28)
+        )  # 40 <= 64 features
+    with pytest.raises(ValueError, match="z_dim must be an integer >= 1"):
+        MLPGenerator(z_dim=-2)
     gan = GAN(MLPGenerator(), MLPDiscriminator())
     with pytest.raises(ValueError, match="loader is empty"):
         train_gan(gan, [], epochs=1)

@@ -291,3 +291,47 @@ def test_accuracy_stopping_keeps_the_best_validation_epoch(cora):
         out = run.model(cora.x, cora.edge_index)
     acc = (out.argmax(1) == cora.y)[cora.test_mask].float().mean().item()
     assert acc == run.test_acc
+
+
+# --- SparseLinear: the fast gradient through sparse features --------------------------------
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_sparse_linear_equals_nn_linear_to_the_bit(bias):
+    """Same outputs and gradients as nn.Linear on a CSR input, step after step of dropout."""
+    from dlbook.graphs.gcn import SparseLinear
+
+    g = torch.Generator().manual_seed(0)
+    x = sparse_features((torch.rand(40, 25, generator=g) < 0.15).float() * torch.rand(40, 25, generator=g))
+    torch.manual_seed(0)
+    ours = SparseLinear(25, 6, bias=bias)
+    torch.manual_seed(0)
+    ref = torch.nn.Linear(25, 6, bias=bias)
+    for step in range(3):  # the transpose is cached after the first step
+        torch.manual_seed(step)
+        xd = feature_dropout(x, 0.5, training=True)
+        upstream = torch.randn(40, 6)
+        out1, out2 = ours(xd), ref(xd)
+        assert torch.equal(out1, out2)
+        grads = [torch.autograd.grad((o * upstream).sum(), list(m.parameters())) for o, m in ((out1, ours), (out2, ref))]
+        for a, b in zip(*grads):
+            assert torch.equal(a, b)
+    assert ours._pattern is not None
+    other = sparse_features((torch.rand(40, 25, generator=g) < 0.3).float())  # a new pattern: sorted anew
+    torch.testing.assert_close(torch.autograd.grad(ours(other).sum(), ours.weight)[0],
+                               torch.autograd.grad(ref(other).sum(), ref.weight)[0], rtol=0, atol=0)
+    with torch.no_grad():  # evaluation and dense inputs: nn.Linear's path
+        assert torch.equal(ours(xd), ref(xd))
+    dense = torch.randn(5, 25)
+    assert torch.equal(ours(dense), ref(dense))
+
+
+def test_cached_layer_is_not_filled_in_inference_mode():
+    """Tensors made in inference mode cannot enter autograd: the cache waits for a normal call."""
+    x, edge_index = _graph()
+    conv = GCNConv(6, 4, cached=True)
+    with torch.inference_mode():
+        conv(x, edge_index)
+    assert conv._cache is None
+    conv(x, edge_index).sum().backward()  # no error, and now cached
+    assert conv._cache is not None
