@@ -79,6 +79,70 @@ def test_unlabelled_bound_is_its_definition_and_below_the_best_class():
     )
 
 
+def test_unlabelled_bound_equals_the_enumeration_over_classes():
+    """−U(x) of the model, against Σ_y q(y | x) (−L(x, y)) + H(q(y | x))
+    built independently: each −L(x, y) from torch.distributions with the
+    same ε, q(y | x) and its entropy from a Categorical."""
+    torch.manual_seed(0)
+    config = M2Config(in_features=12, classes=3, latent=2, hidden=8)
+    model = M2(config).double()
+    x = torch.randint(0, 2, (5, 12)).double()
+    torch.manual_seed(1)
+    got = unlabelled_bound(model(x))
+    torch.manual_seed(1)
+    eps = torch.randn(5, 3, 2, dtype=torch.float64)
+    q = Categorical(logits=model.classifier(x))
+    expected = q.entropy()
+    for y in range(3):
+        expected = expected + q.probs[:, y] * _reference_bound(
+            model, x, y, eps[:, y]
+        )
+    torch.testing.assert_close(got, expected)
+
+
+def test_gradient_of_the_unlabelled_loss_on_the_logits_by_hand():
+    """The loss minimised is U(x) = −(Σ_y q_y b_y + H(q)), b_y = −L(x, y).
+    Its gradient on logit k is −q_k (f_k − Σ_j q_j f_j), f_j = b_j − log q_j:
+    it raises the class whose bound is best, and with equal bounds it pulls
+    q towards uniform (the entropy's sign)."""
+    # q uniform over two classes, class 0 explains x better by 4 nats:
+    # f = (−10 + log 2, −14 + log 2), mean −12 + log 2, gradient (−1, +1)
+    logits = torch.zeros(1, 2, dtype=torch.float64, requires_grad=True)
+    bound = torch.tensor([[-10.0, -14.0]], dtype=torch.float64)
+    (-unlabelled_bound(M2Output(logits, bound)).sum()).backward()
+    torch.testing.assert_close(
+        logits.grad, torch.tensor([[-1.0, 1.0]], dtype=torch.float64)
+    )
+    # equal bounds, q = softmax(1, 0): a descent step lowers the larger logit
+    logits = torch.tensor([[1.0, 0.0]], dtype=torch.float64).requires_grad_()
+    bound = torch.full((1, 2), -12.0, dtype=torch.float64)
+    (-unlabelled_bound(M2Output(logits, bound)).sum()).backward()
+    q = torch.softmax(logits.detach(), 1)[0]
+    f = -q.log()
+    g0 = -(q[0] * (f[0] - (q * f).sum())).item()
+    assert g0 > 0
+    torch.testing.assert_close(logits.grad[0, 0].item(), g0)
+    torch.testing.assert_close(logits.grad[0, 1].item(), -g0)
+
+
+def test_loss_is_the_authors_per_example_weighting():
+    """Kingma's learn_yz_x_ss.py (nips14-ssl) minimises, with one minibatch
+    holding the whole data set, −(Σ_l (b_l + β log q(y_l | x_l)) − Σ_u U) / N
+    with β = a · N / N_l and a = 0.1; the paper writes α = a · N."""
+    out = _random_output(7, 4, seed=2)
+    y = torch.tensor([3, -1, -1, 0, -1, 1, -1])
+    lab = y >= 0
+    n, n_l, a = 7, 3, 0.1
+    beta = a * n / n_l
+    log_q = torch.log_softmax(out.class_logits, 1)
+    b_l = out.bound[lab].gather(1, y[lab][:, None]).squeeze(1)
+    logq_l = log_q[lab].gather(1, y[lab][:, None]).squeeze(1)
+    q_u, log_q_u = log_q[~lab].exp(), log_q[~lab]
+    minus_u = (q_u * (out.bound[~lab] - log_q_u)).sum(1)
+    authors = -((b_l + beta * logq_l).sum() + minus_u.sum()) / n
+    torch.testing.assert_close(M2Loss(a * n, n_l, n - n_l)(out, y), authors)
+
+
 def _random_output(n, c, seed=0):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(n, c, generator=g, dtype=torch.float64)
