@@ -237,7 +237,7 @@ def make_dataset(
 ):
     """A ``tf.data`` pipeline: slices, a per-image map, batches.
 
-    The map turns one NCHW image into NHWC and scales it to [−1, 1]; ``cache``
+    The map turns one NCHW image into NHWC, Keras's layout; ``cache``
     keeps its results in memory after the first epoch, so later epochs skip
     it; ``prefetch`` lets the pipeline prepare the next batches in a
     background thread while the model trains on the current one.
@@ -253,8 +253,7 @@ def make_dataset(
     batch_size = check_int("batch_size", batch_size, low=1)
 
     def preprocess(image, label):
-        image = tf.transpose(image, (1, 2, 0))  # (H, W, C)
-        return image * 2.0 - 1.0, label
+        return tf.transpose(image, (1, 2, 0)), label  # (C, H, W) -> (H, W, C)
 
     ds = tf.data.Dataset.from_tensor_slices((x, y)).map(preprocess)
     if cache:
@@ -382,7 +381,7 @@ def _check_pair(torch_model, keras_model) -> list:
 def _flat_layers(model) -> list:
     if isinstance(model, SubclassedLeNet):
         return list(model.stack)
-    return list(model.layers)
+    return list(getattr(model, "layers", []))
 
 
 def _torch_arrays(torch_model: LeNet) -> list[list[np.ndarray]]:
