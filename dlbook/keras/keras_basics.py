@@ -255,7 +255,13 @@ def make_dataset(
     def preprocess(image, label):
         return tf.transpose(image, (1, 2, 0)), label  # (C, H, W) -> (H, W, C)
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).map(preprocess)
+    # tf.data would rewrite the map into a parallel one, whose node TF 2.21
+    # logs as an error on stderr ("NodeDef mentions attribute
+    # use_unbounded_threadpool"); on one thread it gains nothing.
+    options = tf.data.Options()
+    options.experimental_optimization.map_parallelization = False
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).with_options(options)
+    ds = ds.map(preprocess)
     if cache:
         ds = ds.cache()
     if shuffle_seed is not None:
