@@ -194,8 +194,18 @@ _PARAM_ROW = re.compile(r"^\W+(\w+) \((\w+)\)\W.*?([\d,]+)\s*\W*$")
 
 def summary_text(model) -> str:
     """``model.summary()`` as one string instead of printed lines."""
+    import rich.console
+
     lines: list[str] = []
-    model.summary(print_fn=lambda line, **_: lines.append(line))
+    # In a notebook, the rich console that Keras prints the table with sends
+    # an empty display output per line even while capturing; outside Jupyter
+    # mode it only captures.
+    is_jupyter = rich.console._is_jupyter
+    rich.console._is_jupyter = lambda: False
+    try:
+        model.summary(print_fn=lambda line, **_: lines.append(line))
+    finally:
+        rich.console._is_jupyter = is_jupyter
     return "\n".join(lines)
 
 
