@@ -339,6 +339,10 @@ class SpamFilter:
         p = spam.predict_proba(test_texts)       # (N,) in [0, 1]
         flagged = spam.predict(test_texts, 0.9)  # 1 where p ≥ 0.9
 
+    After ``fit``, ``spam.model`` is the fitted multinomial model,
+    ``spam.vectorizer`` the vocabulary and ``spam.train_counts_`` the
+    training count matrix.
+
     Args:
         config: a ``SpamFilterConfig``.
     """
@@ -392,6 +396,7 @@ class SpamFilter:
         )
         X = self.vectorizer.fit_transform(texts)
         self.model.fit(X, labels)
+        self.train_counts_ = X  # (N, V), kept so it need not be rebuilt
         return self
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
