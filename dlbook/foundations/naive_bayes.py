@@ -124,9 +124,9 @@ class _NaiveBayes:
         X = _check_counts("X", X)
         y = np.asarray(y)
         check_same_length(X=X, y=y)
-        check_nonempty("y", y)
-        check_labels("y", y, np.iinfo(np.int64).max)  # integers, ≥ 0
-        K = self.num_classes or int(np.max(y)) + 1
+        K = self.num_classes or 2
+        if np.issubdtype(y.dtype, np.integer):  # K = largest label + 1
+            K = self.num_classes or max(int(y.max()) + 1, 2)
         y = _check_y(y, K)
         Y = np.eye(K)[y]  # (N, K) one-hot
         class_count = Y.sum(0)  # (K,)
