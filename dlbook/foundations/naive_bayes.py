@@ -265,8 +265,8 @@ class BernoulliNaiveBayes(_NaiveBayes):
             log_not = np.log1p(-np.exp(self.feature_log_prob_))  # log(1 − θ)
         log_p = self.feature_log_prob_
         if not (np.isinf(log_p).any() or np.isinf(log_not).any()):
-            # b log θ + (1 − b) log(1 − θ) = b (log θ − log(1 − θ))
-            #                               + log(1 − θ)
+            # b log θ + (1 − b) log(1 − θ)
+            #     = b (log θ − log(1 − θ)) + log(1 − θ), as scikit-learn
             jll = np.asarray(B @ (log_p - log_not).T) + log_not.sum(1)
         else:  # α = 0: keep 0 · (−inf) = 0 for words that do not apply
             dense = B.toarray() if sp.issparse(B) else B
