@@ -170,7 +170,11 @@ class _NaiveBayes:
         return np.exp(self.predict_log_proba(X))
 
     def predict(self, X) -> np.ndarray:
-        """The class with the largest joint log-likelihood, shape (N,)."""
+        """The class with the largest joint log-likelihood, shape (N,).
+
+        Ties go to the lowest class, as in NumPy's argmax: with α = 0 that
+        includes a document that every class vetoes (see predict_log_proba).
+        """
         return np.argmax(self.joint_log_likelihood(X), axis=1)
 
     def score(self, X, y) -> float:
