@@ -97,6 +97,39 @@ def _both_classes(y: np.ndarray, what: str) -> None:
         )
 
 
+# --- a detector from a multi-class classifier ------------------------------
+
+
+def one_vs_rest_logit(logits: torch.Tensor, k: int) -> np.ndarray:
+    """The log-odds that the class is k, from a classifier's K logits:
+
+        log P(k | x) / (1 − P(k | x)) = z_k − log Σ_{j≠k} exp z_j.
+
+    It turns a softmax classifier into a detector of one class whose
+    score is a calibrated probability when the classifier's is.
+
+    Shapes:
+        logits: (N, K); output: (N,) float64.
+    """
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits must be a torch.Tensor, got {type(logits)}")
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise ValueError(
+            f"logits must have shape (N, K) with K >= 2, got "
+            f"{tuple(logits.shape)}"
+        )
+    k = check_int("k", k, low=0, high=logits.shape[1] - 1)
+    z = logits.detach().double().cpu()
+    rest = torch.cat([z[:, :k], z[:, k + 1 :]], dim=1)  # (N, K - 1)
+    return (z[:, k] - torch.logsumexp(rest, dim=1)).numpy()
+
+
+def sigmoid(z: Any) -> np.ndarray:
+    """σ(z) = 1 / (1 + exp(−z)) for a NumPy array, without overflow."""
+    z = np.asarray(z, dtype=np.float64)
+    return np.exp(-np.logaddexp(0.0, -z))
+
+
 # --- the confusion matrix and the metrics read from it --------------------
 
 

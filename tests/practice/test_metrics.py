@@ -240,6 +240,14 @@ def test_metrics_accept_tensors_and_booleans():
     assert M.roc_auc(y.astype(bool), s) == M.roc_auc(y, s)
 
 
+def test_one_vs_rest_logit_is_the_log_odds_of_the_softmax():
+    z = torch.randn(50, 10, generator=torch.Generator().manual_seed(0)) * 3
+    p = torch.softmax(z.double(), 1)[:, 7].numpy()
+    np.testing.assert_allclose(M.sigmoid(M.one_vs_rest_logit(z, 7)), p)
+    with pytest.raises(ValueError, match="k must be an integer"):
+        M.one_vs_rest_logit(z, 10)
+
+
 # --- bad input ---------------------------------------------------------------
 
 
