@@ -164,7 +164,7 @@ def precision_recall_fbeta(y_true: Any, y_pred: Any, beta: float = 1.0) -> PRF:
 
     the weighted harmonic mean that counts recall β times as much as
     precision; β = 1 gives F1. A ratio with a zero denominator is 0, as
-    scikit-learn's ``zero_division=0`` makes it.
+    scikit-learn's zero_division=0 makes it.
     """
     beta = check_number("beta", beta, low=0, low_open=True)
     (_, fp), (fn, tp) = confusion_matrix(y_true, y_pred)
@@ -284,7 +284,7 @@ def reliability(y_true: Any, y_prob: Any, n_bins: int = 10) -> Reliability:
     """Reliability diagram and expected calibration error (ECE).
 
     The bins B_b = [b/M, (b+1)/M) split [0, 1] into M equal parts, the last
-    one closed at 1, as torchmetrics' ``BinaryCalibrationError`` does; then
+    one closed at 1, as torchmetrics' BinaryCalibrationError does; then
 
         ECE = Σ_b |B_b| / N · |mean(y in B_b) − mean(p in B_b)|.
 
