@@ -205,7 +205,7 @@ def roc_curve(y_true: Any, y_score: Any, drop_intermediate: bool = True):
         FPR(t) = FP(t) / N₋,  TPR(t) = TP(t) / N₊,
 
     one point per distinct score, starting at (0, 0) with threshold +∞.
-    ``drop_intermediate`` drops points collinear with their neighbours, as
+    drop_intermediate drops points collinear with their neighbours, as
     scikit-learn does; they do not change the curve or its area.
 
     Shapes:
