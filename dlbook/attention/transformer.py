@@ -352,6 +352,23 @@ class GPT(nn.Module):
         )
         self.ln_f = nn.LayerNorm(c.n_embd)
         self.head = nn.Linear(c.n_embd, c.vocab_size)
+        self._init_weights()
+
+    @torch.no_grad()
+    def _init_weights(self) -> None:
+        # GPT-2's initialization (as nanoGPT): N(0, 0.02) weights, zero
+        # biases, and the projections that write into the residual stream
+        # scaled by 1/√(2L), so the stream's variance does not grow with L
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear):
+                nn.init.zeros_(module.bias)
+        for block in self.blocks:
+            for proj in (block.attn.out_proj, block.fc2):
+                nn.init.normal_(
+                    proj.weight, std=0.02 / math.sqrt(2 * len(self.blocks))
+                )
 
     def forward(self, idx: Tensor, *state):
         check_tensor("idx", idx, ndim=2, floating=False, nonempty=True)
