@@ -179,7 +179,7 @@ class FeatureCache:
                 self.model,
                 images[i : i + self.batch_size],
                 self.layers,
-                pool=self.pool,
+                maps=self.maps,
             )
             for i in range(0, len(images), self.batch_size)
         ]
@@ -195,9 +195,10 @@ class FeatureCache:
 class ProbeConfig:
     """How a linear probe is trained (full-batch Adam, dlbook.train.fit)."""
 
-    epochs: int = 150  # full-batch steps
+    epochs: int = 80  # full-batch steps
     lr: float = 0.01  # Adam's learning rate
     weight_decay: float = 1e-3  # L2 on the weights of the probe
+    seed: int = 0  # seeds the initial weights
 
 
 def linear_probe(
@@ -220,6 +221,7 @@ def linear_probe(
     check_tensor("test_x", test_x, ndim=2)
     check_number("lr", config.lr, low=0, low_open=True)
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    torch.manual_seed(config.seed)
     probe = nn.Linear(train_x.shape[1], int(train_y.max()) + 1)
     opt = torch.optim.Adam(
         probe.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -393,7 +395,7 @@ def train_classifier(
     batch_size: int = 32,
     seed: int = 0,
 ):
-    """Train ``model`` on ``(x, y)``, shuffled mini-batches (dlbook.train.fit)."""
+    """Train ``model`` on ``(x, y)`` in shuffled batches (dlbook.train.fit)."""
     check_int("epochs", epochs, low=1)
     data = torch.utils.data.TensorDataset(x, y)
     loader = torch.utils.data.DataLoader(
