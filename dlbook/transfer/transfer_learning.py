@@ -2,21 +2,21 @@
 
 The pieces of the comparison in ``book/transfer/transfer-learning.md``: a
 seeded stratified sampler of few labelled examples per class
-(:func:`few_shot_indices`), a staged forward pass of EfficientNet-Lite0 that
+(`few_shot_indices`), a staged forward pass of EfficientNet-Lite0 that
 returns the globally pooled features of any stage in one pass
-(:func:`backbone_stages`) and a cache that computes them once
-(:class:`FeatureCache`), a linear probe trained on cached features
-(:func:`linear_probe`), freezing (:func:`freeze`), discriminative learning
-rates (:func:`discriminative_groups`, Howard & Ruder 2018) and the models
-that are fine-tuned: the top blocks on cached activations (:class:`TopBlocks`)
-and the whole network with a new head (:class:`FineTuneNet`).
+(`backbone_stages`) and a cache that computes them once
+(`FeatureCache`), a linear probe trained on cached features
+(`linear_probe`), freezing (`freeze`), discriminative learning
+rates (`discriminative_groups`, Howard & Ruder 2018) and the models
+that are fine-tuned: the top blocks on cached activations (`TopBlocks`)
+and the whole network with a new head (`FineTuneNet`).
 
 References: Yosinski et al. (2014), "How transferable are features in deep
 neural networks?"; Kornblith et al. (2019), "Do better ImageNet models
 transfer better?". The staged forward pass is checked against the
 package's own ``EfficientNet.extract_features`` and ``forward``
 (``efficientnet-lite-pytorch``) in ``tests/transfer/``; training goes
-through :func:`dlbook.train.fit`.
+through `dlbook.train.fit`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ N_BLOCKS = 16
 """EfficientNet-Lite0 has 16 MBConv blocks, ``_blocks.0`` to ``_blocks.15``."""
 
 STAGES = ("stem", *(f"blocks.{i}" for i in range(N_BLOCKS)), "head")
-"""The stages whose output :func:`backbone_stages` can return, input first."""
+"""The stages whose output `backbone_stages` can return, input first."""
 
 
 def few_shot_indices(
@@ -94,7 +94,7 @@ def backbone_stages(
     Args:
         model: the package's ``EfficientNet`` (see dlbook.pretrained).
         x: images (B, 3, S, S), normalised, or the output of ``start``.
-        layers: names from :data:`STAGES`.
+        layers: names from `STAGES`.
         start: the stage whose output ``x`` is; ``None``: ``x`` is images.
         pool: average each returned map over its positions.
         maps: stages whose maps are returned too, as ``"<name>/map"``.
@@ -146,7 +146,7 @@ class FeatureCache:
 
     Args:
         model: the pretrained ``EfficientNet``.
-        layers: the stages to keep, pooled (see :func:`backbone_stages`).
+        layers: the stages to keep, pooled (see `backbone_stages`).
         maps: the stages whose whole maps are kept too, as ``"<name>/map"``.
         batch_size: images per forward pass.
     """
@@ -356,7 +356,7 @@ class TopBlocks(FineTuneNet):
     """The blocks after ``start`` and the head, fed with cached activations.
 
     Fine-tuning only the top of the network needs the frozen part's output
-    once per image: it is computed once (see :class:`FeatureCache` and its
+    once per image: it is computed once (see `FeatureCache` and its
     ``maps``) and this model runs the rest.
 
     Args:
@@ -524,7 +524,7 @@ def fine_tune_all(
 ) -> float:
     """Fine-tune the whole network with discriminative learning rates.
 
-    The five stages of :data:`LITE0_STAGES` get lr / factor⁴, ...,
+    The five stages of `LITE0_STAGES` get lr / factor⁴, ...,
     lr / factor, lr: the stem moves least, the new head most.
     """
     torch.manual_seed(config.seed)
@@ -554,7 +554,7 @@ def train_scratch(
     config: FineTuneConfig,
     width: int = 16,
 ) -> float:
-    """Train :func:`small_cnn` from random weights at ``size`` px; accuracy."""
+    """Train `small_cnn` from random weights at ``size`` px; accuracy."""
     size = check_int("size", size, low=8)
     torch.manual_seed(config.seed)
     model = small_cnn(int(y_train.max()) + 1, width)
