@@ -1,4 +1,4 @@
-"""What the quick profile's lower resolution costs the transfer-learning chapter.
+"""What the quick profile's lower resolution costs (transfer-learning chapter).
 
 Linear-probe test accuracy of EfficientNet-Lite0's frozen head features with
 10 labelled photos per class (seed 0) and 12 test photos per class, at several
@@ -6,7 +6,7 @@ input sizes, and the CPU time of each (one thread). The chapter
 (``book/transfer/transfer-learning.md``) runs at 112 px in its quick profile
 and at 224 px in its full profile; this script measures the gap.
 
-    PYTHONPATH=. python benchmarks/transfer_resolution.py [--sizes 96 112 128 224]
+    PYTHONPATH=. python benchmarks/transfer_resolution.py --sizes 112 224
 """
 
 from __future__ import annotations
