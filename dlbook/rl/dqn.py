@@ -170,6 +170,22 @@ def value_iteration(
         Q = Q_new
 
 
+def policy_value(
+    P: np.ndarray, R: np.ndarray, policy: np.ndarray, gamma: float
+) -> np.ndarray:
+    """V^π of a deterministic policy, exactly: solve (I − γ P_π) V = R_π.
+
+    This is the Bellman expectation equation, linear in V for a fixed π.
+
+    Shapes:
+        P: (S, A, S), R: (S, A), policy: (S,) actions; returns V: (S,).
+    """
+    gamma = check_probability("gamma", gamma, allow_one=False)
+    states = np.arange(R.shape[0])
+    P_pi, R_pi = P[states, policy], R[states, policy]
+    return np.linalg.solve(np.eye(len(states)) - gamma * P_pi, R_pi)
+
+
 @dataclass
 class QLearningConfig:
     steps: int = 100_000  # environment steps

@@ -260,3 +260,14 @@ def test_dqn_bad_input():
         train_dqn(cartpole, DQNConfig(), seeds=[])
     with pytest.raises(ValueError, match="double"):
         sb3_dqn(cartpole, DQNConfig(double=True), seed=0)
+
+
+def test_policy_value_hand_values():
+    from dlbook.rl.dqn import policy_value
+
+    P, R = tabular_model(two_states())
+    np.testing.assert_allclose(
+        policy_value(P, R, np.array([1, 1]), 0.9), [100 / 19, 90 / 19])
+    # always a0: stay in s0 for ever (0), from s1 end with 2
+    np.testing.assert_allclose(
+        policy_value(P, R, np.array([0, 0]), 0.9), [0.0, 2.0], atol=1e-12)
