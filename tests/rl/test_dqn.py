@@ -22,13 +22,7 @@ from dlbook.rl.dqn import (
     value_iteration,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- replay buffer ---------------------------------------------------------
