@@ -15,11 +15,14 @@ the classifier; a cross-entropy term weighted by α trains it on the labels too
 Unlabelled examples carry the label -1, the convention of scikit-learn's
 semi-supervised estimators, so that a batch is an ordinary (x, y) pair and the
 model trains with ``dlbook.train.fit``. ``MixedBatchSampler`` puts a fixed
-number of labelled images in every batch, as the paper's implementation does.
+number of labelled images in every batch, as the paper's implementation does;
+``M2Loss`` weighs each kind by its share of the data set, so the batch loss
+estimates the paper's objective with α = 0.1 · N whatever the mix.
 
 Checked in ``tests/generative/test_semi_supervised_vae.py``: the labelled
 bound against ``torch.distributions`` term by term, the unlabelled bound
-against its definition, and a short run that must beat chance. Chapter:
+against its definition, the loss against J^α computed by hand, and a short
+run that must beat chance. Chapter:
 ``book/generative/semi-supervised-vae.md``.
 """
 
@@ -45,13 +48,12 @@ from dlbook.generative.vae import (
 
 @dataclass
 class M2Config:
-    """Sizes of M2's three networks and the weight of the labels."""
+    """Sizes of M2's three networks and its likelihood."""
 
     in_features: int = 784  # pixels of one image
     classes: int = 10  # number of classes C
     latent: int = 50  # size of z (the paper's 50)
     hidden: int = 500  # one hidden layer per network (the paper's 500)
-    alpha: float = 1.0  # weight of the cross-entropy on labelled images
     likelihood: str = "bernoulli"  # p(x | y, z): "bernoulli" for pixels in
     # [0, 1], "gaussian" for real features such as M1's codes (M1 + M2)
 
@@ -60,7 +62,6 @@ class M2Config:
         check_int("classes", self.classes, low=2)
         check_int("latent", self.latent, low=1)
         check_int("hidden", self.hidden, low=1)
-        check_number("alpha", self.alpha, low=0)
         check_choice("likelihood", self.likelihood, ("bernoulli", "gaussian"))
 
 
@@ -82,7 +83,7 @@ class M2(nn.Module):
                    − KL(q(z | x, y) ‖ p(z)).
 
     Args:
-        config: sizes and α.
+        config: sizes and likelihood.
 
     Shapes:
         x: (N, *) with prod(*) = in_features, values in [0, 1];
@@ -127,7 +128,7 @@ class M2(nn.Module):
         return self.classifier(self._flat(x))
 
     def decode(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Parameters of p(x | y, z) for one-hot y (..., C) and z (..., latent).
+        """Parameters of p(x | y, z), one-hot y (..., C), z (..., latent).
 
         Bernoulli: logits (..., D); Gaussian: means and log-variances
         concatenated, (..., 2D).
@@ -161,37 +162,57 @@ class M2(nn.Module):
 
 
 def unlabelled_bound(out: M2Output) -> torch.Tensor:
-    """−U(x) = Σ_y q(y | x) (−L(x, y)) + H(q(y | x)) (the paper's eq. 7), (N,)."""
+    """The unlabelled bound of the paper's eq. 7, per image, shape (N,):
+
+    −U(x) = Σ_y q(y | x) (−L(x, y)) + H(q(y | x)).
+    """
     log_q = F.log_softmax(out.class_logits, dim=1)
     q = log_q.exp()
     return (q * (out.bound - log_q)).sum(1)
 
 
 class M2Loss:
-    """The paper's J^α (eq. 9) per image, for dlbook.train.fit.
+    """The paper's objective J^α (eq. 9), per image, from one mixed batch.
 
-    Labelled images (y ≥ 0) contribute L(x, y) + α · (−log q(y | x)),
-    unlabelled ones (y = −1) U(x); the result is the mean over the batch.
-    Called as loss(output, y).
+        J^α = Σ_labelled L(x, y) + Σ_unlabelled U(x)
+              + α · E_labelled[−log q(y | x)],
+
+    with α = 0.1 · N in the paper, N = N_l + N_u the size of the training
+    set. Labelled rows carry y ≥ 0, unlabelled rows y = −1, in any
+    proportion: each kind's batch mean is scaled by its share of the data
+    set, so that however the sampler mixes them the loss estimates J^α / N
+    without bias:
+
+        (N_l / N) mean_l L + (N_u / N) mean_u U + (α / N) mean_l (−log q).
+
+    A batch with no rows of one kind leaves that kind's terms out.
+
+    Args:
+        alpha: the weight α of the classification term, in the paper's units.
+        n_labelled: N_l, the labelled images in the training set.
+        n_unlabelled: N_u, the unlabelled ones.
     """
 
-    def __init__(self, alpha: float):
+    def __init__(self, alpha: float, n_labelled: int, n_unlabelled: int):
         self.alpha = check_number("alpha", alpha, low=0)
+        self.n_labelled = check_int("n_labelled", n_labelled, low=1)
+        self.n_unlabelled = check_int("n_unlabelled", n_unlabelled, low=0)
 
     def __call__(self, out: M2Output, y: torch.Tensor) -> torch.Tensor:
-        c = out.class_logits.shape[1]
-        check_semi_supervised_labels("y", y, c)
+        check_semi_supervised_labels("y", y, out.class_logits.shape[1])
+        n = self.n_labelled + self.n_unlabelled
         labelled = y >= 0
-        loss = -unlabelled_bound(out)
+        loss = out.bound.new_zeros(())
         if labelled.any():
             yl = y[labelled]
             bound = out.bound[labelled].gather(1, yl[:, None]).squeeze(1)
-            ce = F.cross_entropy(
-                out.class_logits[labelled], yl, reduction="none"
-            )
-            loss = loss.clone()
-            loss[labelled] = -bound + self.alpha * ce
-        return loss.mean()
+            ce = F.cross_entropy(out.class_logits[labelled], yl)
+            loss = loss - self.n_labelled / n * bound.mean()
+            loss = loss + self.alpha / n * ce
+        if (~labelled).any():
+            rows = M2Output(out.class_logits[~labelled], out.bound[~labelled])
+            loss = loss - self.n_unlabelled / n * unlabelled_bound(rows).mean()
+        return loss
 
 
 def check_semi_supervised_labels(name: str, y, classes: int):

@@ -28,7 +28,7 @@ from dlbook.train import fit
 
 
 def _reference_bound(model, x, y, eps):
-    """−L(x, y) of the paper's eq. 6 with torch.distributions, one z = μ + σε."""
+    """−L(x, y) of the paper's eq. 6 by torch.distributions, z = μ + σε."""
     c = model.config.classes
     onehot = torch.nn.functional.one_hot(torch.tensor(y), c).to(x.dtype)
     h = torch.nn.functional.softplus(model.enc_x(x) + model.enc_y(onehot))
@@ -79,26 +79,111 @@ def test_unlabelled_bound_is_its_definition_and_below_the_best_class():
     )
 
 
-def test_loss_mixes_labelled_and_unlabelled_terms():
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(4, 3, generator=g, dtype=torch.float64)
-    bound = -50 + torch.randn(4, 3, generator=g, dtype=torch.float64)
-    out = M2Output(logits, bound)
-    y = torch.tensor([2, -1, 0, -1])
-    alpha = 0.7
-    ce = -torch.log_softmax(logits, 1)
-    expected = torch.stack(
-        [
-            -bound[0, 2] + alpha * ce[0, 2],
-            -unlabelled_bound(out)[1],
-            -bound[2, 0] + alpha * ce[2, 0],
-            -unlabelled_bound(out)[3],
-        ]
-    ).mean()
-    torch.testing.assert_close(M2Loss(alpha)(out, y), expected)
+def test_unlabelled_bound_equals_the_enumeration_over_classes():
+    """−U(x) of the model, against Σ_y q(y | x) (−L(x, y)) + H(q(y | x))
+    built independently: each −L(x, y) from torch.distributions with the
+    same ε, q(y | x) and its entropy from a Categorical."""
+    torch.manual_seed(0)
+    config = M2Config(in_features=12, classes=3, latent=2, hidden=8)
+    model = M2(config).double()
+    x = torch.randint(0, 2, (5, 12)).double()
+    torch.manual_seed(1)
+    got = unlabelled_bound(model(x))
+    torch.manual_seed(1)
+    eps = torch.randn(5, 3, 2, dtype=torch.float64)
+    q = Categorical(logits=model.classifier(x))
+    expected = q.entropy()
+    for y in range(3):
+        expected = expected + q.probs[:, y] * _reference_bound(
+            model, x, y, eps[:, y]
+        )
+    torch.testing.assert_close(got, expected)
+
+
+def test_gradient_of_the_unlabelled_loss_on_the_logits_by_hand():
+    """The loss minimised is U(x) = −(Σ_y q_y b_y + H(q)), b_y = −L(x, y).
+    Its gradient on logit k is −q_k (f_k − Σ_j q_j f_j), f_j = b_j − log q_j:
+    it raises the class whose bound is best, and with equal bounds it pulls
+    q towards uniform (the entropy's sign)."""
+    # q uniform over two classes, class 0 explains x better by 4 nats:
+    # f = (−10 + log 2, −14 + log 2), mean −12 + log 2, gradient (−1, +1)
+    logits = torch.zeros(1, 2, dtype=torch.float64, requires_grad=True)
+    bound = torch.tensor([[-10.0, -14.0]], dtype=torch.float64)
+    (-unlabelled_bound(M2Output(logits, bound)).sum()).backward()
+    torch.testing.assert_close(
+        logits.grad, torch.tensor([[-1.0, 1.0]], dtype=torch.float64)
+    )
+    # equal bounds, q = softmax(1, 0): a descent step lowers the larger logit
+    logits = torch.tensor([[1.0, 0.0]], dtype=torch.float64).requires_grad_()
+    bound = torch.full((1, 2), -12.0, dtype=torch.float64)
+    (-unlabelled_bound(M2Output(logits, bound)).sum()).backward()
+    q = torch.softmax(logits.detach(), 1)[0]
+    f = -q.log()
+    g0 = -(q[0] * (f[0] - (q * f).sum())).item()
+    assert g0 > 0
+    torch.testing.assert_close(logits.grad[0, 0].item(), g0)
+    torch.testing.assert_close(logits.grad[0, 1].item(), -g0)
+
+
+def test_loss_is_the_authors_per_example_weighting():
+    """Kingma's learn_yz_x_ss.py (nips14-ssl) minimises, with one minibatch
+    holding the whole data set, −(Σ_l (b_l + β log q(y_l | x_l)) − Σ_u U) / N
+    with β = a · N / N_l and a = 0.1; the paper writes α = a · N."""
+    out = _random_output(7, 4, seed=2)
+    y = torch.tensor([3, -1, -1, 0, -1, 1, -1])
+    lab = y >= 0
+    n, n_l, a = 7, 3, 0.1
+    beta = a * n / n_l
+    log_q = torch.log_softmax(out.class_logits, 1)
+    b_l = out.bound[lab].gather(1, y[lab][:, None]).squeeze(1)
+    logq_l = log_q[lab].gather(1, y[lab][:, None]).squeeze(1)
+    q_u, log_q_u = log_q[~lab].exp(), log_q[~lab]
+    minus_u = (q_u * (out.bound[~lab] - log_q_u)).sum(1)
+    authors = -((b_l + beta * logq_l).sum() + minus_u.sum()) / n
+    torch.testing.assert_close(M2Loss(a * n, n_l, n - n_l)(out, y), authors)
+
+
+def _random_output(n, c, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, c, generator=g, dtype=torch.float64)
+    bound = -50 + torch.randn(n, c, generator=g, dtype=torch.float64)
+    return M2Output(logits, bound)
+
+
+def test_loss_on_the_whole_data_set_is_the_papers_objective_over_n():
+    """J^α = Σ_l L + Σ_u U + α mean_l(−log q(y | x)) (eqs. 8, 9) by hand."""
+    out = _random_output(5, 3)
+    y = torch.tensor([2, -1, 0, -1, -1])
+    alpha = 0.1 * 5  # the paper's α = 0.1 · N
+    log_q = torch.log_softmax(out.class_logits, 1)
+    q = log_q.exp()
+    labelled_bound = out.bound[0, 2] + out.bound[2, 0]  # −L summed
+    unlabelled = sum(
+        (q[i] * out.bound[i]).sum() - (q[i] * log_q[i]).sum()
+        for i in (1, 3, 4)
+    )  # −U summed
+    ce = -(log_q[0, 2] + log_q[2, 0]) / 2
+    expected = (-labelled_bound - unlabelled + alpha * ce) / 5
+    torch.testing.assert_close(M2Loss(alpha, 2, 3)(out, y), expected)
     # the accuracy metric looks at the labelled rows only
-    pred = logits.argmax(1)
+    pred = out.class_logits.argmax(1)
     assert m2_accuracy(out, y) == ((pred[[0, 2]] == y[[0, 2]]).double().mean())
+
+
+def test_loss_does_not_depend_on_how_often_the_sampler_repeats_labels():
+    """Each kind's mean is weighted by its share of the data set, so a batch
+    that repeats its labelled rows estimates the same objective."""
+    out = _random_output(4, 3, seed=1)
+    y = torch.tensor([1, 0, -1, -1])
+    loss = M2Loss(alpha=3.0, n_labelled=10, n_unlabelled=90)
+    rep = torch.tensor([0, 1, 0, 1, 0, 1, 2, 3])
+    repeated = M2Output(out.class_logits[rep], out.bound[rep])
+    torch.testing.assert_close(loss(repeated, y[rep]), loss(out, y))
+    # α weighs the cross-entropy only: the difference of two α is α' − α
+    # times the labelled mean of −log q(y | x), over N
+    ce = torch.nn.functional.cross_entropy(out.class_logits[:2], y[:2])
+    other = M2Loss(alpha=5.0, n_labelled=10, n_unlabelled=90)
+    torch.testing.assert_close(other(out, y) - loss(out, y), 2.0 * ce / 100)
 
 
 def test_labelled_subset_is_balanced_and_seeded():
@@ -148,16 +233,14 @@ def test_a_short_run_learns_to_classify():
     )
     loader = DataLoader(TensorDataset(x, observed), batch_sampler=sampler)
     torch.manual_seed(0)
-    model = M2(
-        M2Config(in_features=20, classes=3, latent=2, hidden=32, alpha=5.0)
-    )
+    model = M2(M2Config(in_features=20, classes=3, latent=2, hidden=32))
     opt = torch.optim.Adam(model.parameters(), 3e-3)
     history = fit(
         model,
         loader,
         opt,
         epochs=25,
-        loss_fn=M2Loss(5.0),
+        loss_fn=M2Loss(0.1 * len(x), len(idx), len(rest)),  # the paper α
         metrics={},
         progress=False,
     )
@@ -176,11 +259,18 @@ def test_bad_inputs_are_refused():
         M2Config(likelihood="poisson")
     out = M2Output(torch.zeros(2, 3), torch.zeros(2, 3))
     with pytest.raises(ValueError, match=r"labels in \[0, 3\) or -1"):
-        M2Loss(1.0)(out, torch.tensor([0, -2]))
+        M2Loss(1.0, 1, 1)(out, torch.tensor([0, -2]))
     with pytest.raises(ValueError, match=r"labels in \[0, 3\) or -1"):
-        M2Loss(1.0)(out, torch.tensor([0, 3]))
+        M2Loss(1.0, 1, 1)(out, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match=r"labels in \[0, 10\) or -1"):
+        M2Loss(1.0, 1, 1)(
+            M2Output(torch.zeros(1, 10), torch.zeros(1, 10)),
+            torch.tensor([10]),
+        )
     with pytest.raises(ValueError, match="alpha must be a finite number"):
-        M2Loss(-1.0)
+        M2Loss(-1.0, 1, 1)
+    with pytest.raises(ValueError, match="n_labelled must be an integer"):
+        M2Loss(1.0, 0, 10)
     with pytest.raises(ValueError, match="multiple of the 10 classes"):
         labelled_subset(torch.arange(10).repeat(5), 15)
     with pytest.raises(ValueError, match="labelled_per_batch"):

@@ -1,0 +1,9 @@
+"""Attention and Transformers.
+
+* :mod:`dlbook.attention.transformer`: scaled dot-product and multi-head
+  attention, the pre-LN block, positions (sinusoidal, learned, rotary), a
+  character-level GPT with a key-value cache, and the cost of attention.
+
+Each layer is checked against PyTorch's (``tests/attention``). Chapters:
+``book/attention/``.
+"""
