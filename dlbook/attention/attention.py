@@ -444,8 +444,8 @@ def score_gradient_norm(model: nn.Module, batch) -> float:
     model.zero_grad()
     logits = model(src, tgt_in)
     F.cross_entropy(logits.flatten(0, 1), tgt.flatten()).backward()
-    grads = [
-        p.grad.pow(2).sum()
+    grads = [  # in float64: squares of tiny float32 gradients underflow
+        p.grad.double().pow(2).sum()
         for p in model.decoder.score.parameters()
         if p.grad is not None
     ]
