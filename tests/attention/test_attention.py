@@ -35,7 +35,6 @@ from dlbook.sequences.rnn import (
 )
 from dlbook.train import fit
 
-torch.set_default_dtype(torch.float32)
 
 
 def _loop_attend(score, query, keys, mask=None):
