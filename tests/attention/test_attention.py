@@ -36,7 +36,6 @@ from dlbook.sequences.rnn import (
 from dlbook.train import fit
 
 
-
 def _loop_attend(score, query, keys, mask=None):
     """Attention one batch row and one key at a time."""
     contexts, weights = [], []
