@@ -105,7 +105,7 @@ class EmbeddingNet(nn.Module):
 
 
 class Siamese(nn.Module):
-    """Twin networks: one embedding applied to both inputs, d = ‖f(x₁) − f(x₂)‖.
+    """Twin networks: one embedding for both inputs, d = ‖f(x₁) − f(x₂)‖.
 
     There is one set of weights; the "twins" are two calls. Gradients from
     both branches add up in the same parameters.
@@ -232,8 +232,8 @@ def triplet_margin_loss(
 
 
 def _reduce(losses: torch.Tensor, reduction: str) -> torch.Tensor:
-    """Mean over all terms, or over the non-zero ones (pytorch-metric-learning's
-    ``AvgNonZeroReducer``: easy pairs do not dilute the gradient)."""
+    """Mean over all terms, or over the non-zero ones (as pytorch-metric-
+    learning's ``AvgNonZeroReducer``: easy pairs do not dilute the mean)."""
     if reduction == "mean":
         return losses.mean() if len(losses) else losses.sum()
     active = losses[losses > 0]
@@ -462,26 +462,49 @@ def _check_runs(runs: Sequence) -> None:
 
 
 @torch.no_grad()
+def embed(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    batch_size: int = 512,
+) -> torch.Tensor:
+    """The embeddings of ``images`` on the CPU, computed in batches on the
+    device of ``model`` (a module in eval mode, or any function)."""
+    check_tensor("images", images, ndim=4, floating=True)
+    check_int("batch_size", batch_size, low=1)
+    params = list(model.parameters()) if isinstance(model, nn.Module) else []
+    dev = params[0].device if params else images.device
+    parts = [
+        model(images[i : i + batch_size].to(dev)).cpu()
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(parts)
+
+
+@torch.no_grad()
 def one_shot_predictions(
-    embed: Callable[[torch.Tensor], torch.Tensor], runs: Sequence
+    model: Callable[[torch.Tensor], torch.Tensor], runs: Sequence
 ) -> list[torch.Tensor]:
     """For each run, the training image nearest to each test image in the
-    embedding: ŷ_i = argmin_j ‖f(test_i) − f(train_j)‖."""
+    embedding of ``model``: ŷ_i = argmin_j ‖f(test_i) − f(train_j)‖."""
     _check_runs(runs)
     out = []
     for run in runs:
-        dist = pairwise_distances(embed(run.test), embed(run.train))
+        dist = pairwise_distances(
+            embed(model, run.test), embed(model, run.train)
+        )
         out.append(dist.argmin(dim=1))
     return out
 
 
 def one_shot_error(
-    embed: Callable[[torch.Tensor], torch.Tensor], runs: Sequence
+    model: Callable[[torch.Tensor], torch.Tensor], runs: Sequence
 ) -> float:
     """The error of nearest-neighbour one-shot classification over ``runs``
     (each an ``OneShotRun``: 20 training images, one per class, 20 tests)."""
-    preds = one_shot_predictions(embed, runs)
-    wrong = sum(int((p != r.answers).sum()) for p, r in zip(preds, runs))
+    preds = one_shot_predictions(model, runs)
+    wrong = sum(
+        int((p != r.answers).sum()) for p, r in zip(preds, runs, strict=True)
+    )
     return wrong / sum(len(r.answers) for r in runs)
 
 

@@ -26,6 +26,7 @@ from dlbook.representations.siamese import (
     batch_hard_triplets,
     centred_ink,
     contrastive_loss,
+    embed,
     hausdorff_matrix,
     hausdorff_one_shot_error,
     modified_hausdorff,
@@ -89,6 +90,16 @@ def test_siamese_shares_weights_and_is_symmetric():
     assert len(list(net.parameters())) == len(list(net.embedding.parameters()))
 
 
+def test_embed_in_batches_equals_one_call():
+    torch.manual_seed(0)
+    net = EmbeddingNet(EmbeddingConfig(embedding_dim=8, channels=(4,))).eval()
+    x = torch.rand(7, 1, 12, 12)
+    with torch.no_grad():
+        assert_close(embed(net, x, batch_size=3), net(x))
+    with pytest.raises(ValueError, match="batch_size"):
+        embed(net, x, batch_size=0)
+
+
 def test_pairwise_distances_equal_cdist():
     x, _ = batch()
     y = torch.randn(7, x.shape[1], dtype=x.dtype)
@@ -112,7 +123,7 @@ def test_triplet_margin_loss_equals_torch(margin):
         assert_close(ours, theirs, **TOL)
         ours.backward()
         theirs.backward()
-        for u, v in zip(xs, ys):
+        for u, v in zip(xs, ys, strict=False):
             assert_close(u.grad, v.grad, **TOL)
 
 
@@ -195,7 +206,7 @@ def test_batch_hard_miner_equals_pml():
     a, p, n = batch_hard_triplets(pairwise_distances(x), y)
     ra, rp, rn = miner(x, y)
     assert len(a) == len(x)
-    for u, v in zip((a, p, n), (ra, rp, rn)):
+    for u, v in zip((a, p, n), (ra, rp, rn), strict=False):
         assert torch.equal(u, v)
     # and the loss over them, values and gradients
     ref = pml_losses.TripletMarginLoss(margin=0.5, distance=lp())
@@ -216,7 +227,7 @@ def test_semihard_miner_equals_pml(margin):
     ours = semihard_triplets(pairwise_distances(x), y, margin)
     theirs = miner(x, y)
     assert len(ours[0]) > 10
-    for u, v in zip(ours, theirs):
+    for u, v in zip(ours, theirs, strict=False):
         assert torch.equal(u, v)
     d = pairwise_distances(x)
     a, p, n = ours
@@ -235,7 +246,7 @@ def test_loss_gradient_matches_finite_differences():
     x, y = batch(seed=7, n=9, d=3, classes=3)
     for loss in (ContrastiveLoss(2.0), TripletLoss(1.0, mining="all")):
         assert torch.autograd.gradcheck(
-            lambda t: loss(t, y), (x.clone().requires_grad_(True),)
+            lambda t, loss=loss: loss(t, y), (x.clone().requires_grad_(True),)
         )
 
 
@@ -273,7 +284,8 @@ def test_modified_hausdorff_by_hand():
 
 
 def _demo_points(image):
-    """The Omniglot demo's LoadImgAsPoints: ink coordinates minus their mean."""
+    """The Omniglot demo's LoadImgAsPoints: ink coordinates minus their
+    mean."""
     pts = np.argwhere(image[0].numpy() > 0.5).astype(float)
     return pts - pts.mean(0)
 
