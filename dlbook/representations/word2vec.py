@@ -237,7 +237,7 @@ class Word2Vec:
     vocab: Vocabulary
     vectors: Tensor  # (V, D) input vectors, the embeddings
     context: Tensor  # (V, D) output vectors
-    losses: list[float] = field(default_factory=list)  # mean loss, in order
+    losses: list[float] = field(default_factory=list)  # every 10th batch
     pairs: int = 0  # (centre, context) pairs trained on
     seconds: float = 0.0  # CPU time of the training
 
@@ -266,7 +266,7 @@ def train_word2vec(
     V, D, K = len(vocab), cfg.vector_size, cfg.negative
     W_in = (torch.rand(V, D, generator=gen) - 0.5) / D
     W_out = torch.zeros(V, D)
-    losses, block_loss, block_n, total = [], 0.0, 0, 0
+    losses, total = [], 0
     for epoch in range(cfg.epochs):
         kept = rng.random(len(ids)) < keep[ids]
         c_np, o_np = skipgram_pairs(ids[kept], sentence[kept], cfg.window, rng)
@@ -287,19 +287,13 @@ def train_word2vec(
             W_out.index_add_(0, o, g_pos, alpha=-lr)
             W_out.index_add_(0, neg, g_neg.view(-1, D), alpha=-lr)
             if (lo // cfg.batch_size) % 10 == 0:  # the loss of 1 batch in 10
-                block_loss += sgns_loss(u, v_pos, v_neg).item()
-                block_n += len(c)
-            if block_n >= 20_000:
-                losses.append(block_loss / block_n)
-                block_loss, block_n = 0.0, 0
+                losses.append(sgns_loss(u, v_pos, v_neg).item() / len(c))
         total += P
-    if block_n:
-        losses.append(block_loss / block_n)
     seconds = time.process_time() - start
     return Word2Vec(vocab, W_in, W_out, losses, total, seconds)
 
 
-# --- evaluation ----------------------------------------------------------------
+# --- evaluation --------------------------------------------------------------
 
 
 def most_similar(
@@ -320,7 +314,8 @@ def most_similar(
     sims = unit @ unit[index[word]]
     sims[index[word]] = -math.inf
     best = sims.topk(min(topn, len(words) - 1))
-    return [(words[i], float(s)) for s, i in zip(best.values, best.indices)]
+    top = zip(best.values.tolist(), best.indices.tolist(), strict=True)
+    return [(words[i], s) for s, i in top]
 
 
 def analogy_accuracy(
