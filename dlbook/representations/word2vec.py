@@ -19,9 +19,10 @@ b - a + c (3CosAdd), the question words excluded.
 Checked against: ``sgns_grad`` equals autograd's gradient of ``sgns_loss``
 and passes ``torch.autograd.gradcheck`` in float64; ``analogy_accuracy``
 equals gensim's ``KeyedVectors.evaluate_word_analogies``; the vocabulary and
-the noise distribution equal gensim's ``Word2Vec``; trained on the same
-corpus with the same settings, our vectors and gensim's answer about as many
-analogy questions (``tests/representations/test_word2vec.py``).
+the noise distribution equal gensim's ``Word2Vec``
+(``tests/representations/test_word2vec.py``). Trained on the same corpus with
+the same settings, our vectors and gensim's answer about as many analogy
+questions (the chapter asserts it).
 
 The training loop is the algorithm itself (SGD on sparse rows with the
 derived gradient and word2vec's learning-rate schedule), so it does not use
@@ -252,7 +253,9 @@ def train_word2vec(
     windows, and walks through the pairs in text order; the learning rate
     falls linearly from ``alpha`` to ``min_alpha`` over the whole run. For a
     batch, u_c ← u_c − lr ∂L/∂u_c and v_j ← v_j − lr ∂L/∂v_j, summed over the
-    pairs that touch a row.
+    pairs that touch a row. A noise word that happens to equal the context
+    word is kept as a negative (word2vec.c skips it): a rare event, about
+    one draw in V for most words.
     """
     cfg = config
     check_nonempty("sentences", sentences)
