@@ -254,8 +254,8 @@ def train_word2vec(
     falls linearly from ``alpha`` to ``min_alpha`` over the whole run. For a
     batch, u_c ← u_c − lr ∂L/∂u_c and v_j ← v_j − lr ∂L/∂v_j, summed over the
     pairs that touch a row. A noise word that happens to equal the context
-    word is kept as a negative (word2vec.c skips it): a rare event, about
-    one draw in V for most words.
+    word o is kept as a negative (word2vec.c skips it); this happens with
+    probability P_n(o) per draw, small except for the most frequent words.
     """
     cfg = config
     check_nonempty("sentences", sentences)
