@@ -5,6 +5,11 @@
   one-shot recognition of Omniglot characters against the Modified
   Hausdorff Distance baseline, checked against PyTorch and
   pytorch-metric-learning.
+* :mod:`dlbook.representations.word2vec`: one-hot vectors, and skip-gram with
+  negative sampling (word2vec) from scratch: subsampling, the dynamic window,
+  the unigram^0.75 noise distribution, the loss and its hand-derived
+  gradient, vectorized SGD, nearest neighbours and the analogy test; checked
+  against gensim's ``Word2Vec``.
 
-Tests: ``tests/representations``. Chapter: ``book/representations/siamese.md``.
+Tests: ``tests/representations``. Chapters: ``book/representations/``.
 """
