@@ -50,7 +50,7 @@ from dlbook.rl.dqn import import_stable_baselines3
 def mlp(sizes: list[int]) -> nn.Sequential:
     """Linear layers with tanh between them (none after the last)."""
     layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
             layers.append(nn.Tanh())

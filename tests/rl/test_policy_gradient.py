@@ -186,7 +186,7 @@ def test_seeded_runs_give_the_same_returns(algo):
     assert a == b and len(a) > 5
 
 
-# --- bad input ----------------------------------------------------------------
+# --- bad input ---------------------------------------------------------
 
 
 def test_continuous_actions_are_refused():
@@ -194,12 +194,16 @@ def test_continuous_actions_are_refused():
     with pytest.raises(TypeError, match="Discrete action space"):
         RolloutCollector(envs, 0)
     with pytest.raises(TypeError, match="Discrete action space"):
-        train_pg(lambda n: gym.make_vec("Pendulum-v1", num_envs=n),
-                 PGConfig(total_steps=10), 0)
+        train_pg(
+            lambda n: gym.make_vec("Pendulum-v1", num_envs=n),
+            PGConfig(total_steps=10),
+            0,
+        )
 
 
-@pytest.mark.parametrize("gamma, lam", [(1.5, 0.9), (-0.1, 0.9),
-                                         (0.9, 1.2), (0.9, float("nan"))])
+@pytest.mark.parametrize(
+    "gamma, lam", [(1.5, 0.9), (-0.1, 0.9), (0.9, 1.2), (0.9, float("nan"))]
+)
 def test_gamma_and_lambda_outside_the_unit_interval_are_refused(gamma, lam):
     x = torch.zeros(3, 2)
     name = "gamma" if not 0 <= gamma <= 1 else "lam"
