@@ -134,6 +134,21 @@ class Rollout:
         return int(self.mask.sum())
 
 
+# the fields of a Rollout; those stored as float32 while collecting
+FLOAT_KEYS = ("log_probs", "rewards", "values", "terminated", "dones", "mask")
+KEYS = (
+    "obs",
+    "actions",
+    "log_probs",
+    "rewards",
+    "values",
+    "next_values",
+    "terminated",
+    "dones",
+    "mask",
+)
+
+
 def check_discrete_vec(envs: gym.vector.VectorEnv) -> int:
     """The number of actions of a vector environment with a Discrete
     action space; a clear error otherwise."""
@@ -256,20 +271,6 @@ class RolloutCollector:
         returns = (batch["rewards"] * batch["mask"]).sum(0)
         self.episodes += [(self.steps, float(g)) for g in returns]
         return Rollout(**batch)
-
-
-FLOAT_KEYS = ("log_probs", "rewards", "values", "terminated", "dones", "mask")
-KEYS = (
-    "obs",
-    "actions",
-    "log_probs",
-    "rewards",
-    "values",
-    "next_values",
-    "terminated",
-    "dones",
-    "mask",
-)
 
 
 # --- returns and advantages -------------------------------------------------
