@@ -325,6 +325,12 @@ def training_memory(
 # ----------------------------------------------------------------------------
 
 
+def _device(device: str | torch.device | None) -> torch.device:
+    from dlbook.config import device as best_device
+
+    return best_device(None if device is None else str(device))
+
+
 class SmallCNN(nn.Module):
     """The network pretrained on Fashion-MNIST: two convolutions, two layers.
 
@@ -371,13 +377,15 @@ def adapt(
     y_test: torch.Tensor,
     config: AdaptConfig,
     r: int | None = None,
+    device: str | torch.device | None = None,
 ) -> dict:
     """Adapt a copy of ``pretrained`` (a `SmallCNN`) to new classes.
 
     ``method`` is ``"probe"`` (only the new head trains), ``"lora"`` (the
     head and rank-``r`` LoRA on ``config.targets``) or ``"full"``
     (everything trains). Returns the test accuracy and the number of
-    trained parameters.
+    trained parameters. ``device``: where to train, by default
+    ``dlbook.config.device()`` (a GPU if there is one).
     """
     if method not in ("probe", "lora", "full"):
         raise ValueError(
@@ -398,6 +406,7 @@ def adapt(
     elif method == "probe":
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith("fc."))
+    model.to(_device(device))
     params = [p for p in model.parameters() if p.requires_grad]
     lr = config.full_lr if method == "full" else config.lr
     opt = torch.optim.Adam(params, lr=lr)
@@ -499,12 +508,14 @@ def fine_tune_text(
     x_test: torch.Tensor,
     y_test: torch.Tensor,
     config: TextConfig,
+    device: str | torch.device | None = None,
 ) -> dict:
     """Fine-tune a copy of ``encoder`` as a `TextClassifier`, by ``method``.
 
     Returns the test accuracy, the trainable parameters and the megabytes
     of one training step on the first batch (`training_memory`, measured
     on a copy before training, so training itself is not changed).
+    ``device``: where to train, by default ``dlbook.config.device()``.
 
     Shapes:
         x: (N, 2, T) from `encode_texts`; y: (N,) classes 0 ... C-1.
@@ -525,6 +536,8 @@ def fine_tune_text(
         add_lora(
             model, config.targets, config.r, config.alpha, trainable=["head"]
         )
+    dev = _device(device)
+    model.to(dev)
 
     def optimizer(m: nn.Module) -> torch.optim.Optimizer:
         params = [p for p in m.parameters() if p.requires_grad]
@@ -534,7 +547,9 @@ def fine_tune_text(
 
     probe = copy.deepcopy(model)
     b = config.batch_size
-    memory = training_memory(probe, x[:b], y[:b], optimizer(probe))
+    memory = training_memory(
+        probe, x[:b].to(dev), y[:b].to(dev), optimizer(probe)
+    )
     del probe
     opt = optimizer(model)
     steps = config.epochs * math.ceil(len(x) / b)
