@@ -30,6 +30,7 @@ from dlbook.transfer.lora import (
 )
 
 peft = pytest.importorskip("peft")
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors
 
 
 class Net(nn.Module):
