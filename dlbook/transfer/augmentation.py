@@ -1,4 +1,4 @@
-"""Data augmentation from scratch: flips, crops, rotations, colour, Cutout, mixing.
+"""Data augmentation from scratch: flips, crops, rotations, colour, mixing.
 
 Each augmentation of ``book/transfer/augmentation.md`` is a pair: ``sample``
 draws its random parameters for a batch, ``apply`` applies given parameters
@@ -186,7 +186,7 @@ class RandomResizedCrop(Augmentation):
 
 
 def rotate(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-    """Rotate each image counter-clockwise about its centre by ``angle`` degrees.
+    """Turn each image counter-clockwise about its centre by ``angle`` degrees.
 
     Each output pixel reads the input at its position turned back by the
     angle (bilinear interpolation); positions outside the image read 0.
@@ -228,8 +228,8 @@ class RandomRotation(Augmentation):
             self.degrees = (-d, d)
 
     def sample(self, x, generator=None):
-        angle = torch.empty(len(x)).uniform_(*self.degrees, generator=generator)
-        return {"angle": angle}
+        angle = torch.empty(len(x))
+        return {"angle": angle.uniform_(*self.degrees, generator=generator)}
 
     def apply(self, x, params):
         return rotate(x, params["angle"])
@@ -356,7 +356,7 @@ class ColorJitter(Augmentation):
 
 
 class Cutout(Augmentation):
-    """Erase a ``size`` x ``size`` square at a random centre (DeVries & Taylor).
+    """Erase a ``size`` x ``size`` square around a random centre (DeVries).
 
     The centre is uniform over the image, so the square may hang over the
     edge and erase less; with probability 1 - ``p`` the image is kept.

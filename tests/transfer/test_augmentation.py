@@ -35,7 +35,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def images(b=6, c=3, h=20, w=24, seed=0):
-    return torch.rand(b, c, h, w, generator=torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, c, h, w, generator=g)
 
 
 def per_image(transform, x):
@@ -244,7 +245,8 @@ def test_mix_refuses_bad_labels_and_pairings():
     with pytest.raises(ValueError, match="y must hold one label"):
         MixUp(1.0, 10)(x, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="perm must be a permutation"):
-        CutMix(1.0, 10)(x, torch.tensor([0, 1, 2]), perm=torch.tensor([0, 0, 1]))
+        CutMix(1.0, 10)(x, torch.tensor([0, 1, 2]),
+                        perm=torch.tensor([0, 0, 1]))
     with pytest.raises(ValueError, match="lam must be"):
         MixUp(1.0, 10)(x, torch.tensor([0, 1, 2]), lam=1.5)
     with pytest.raises(TypeError, match="augment must be"):
