@@ -553,6 +553,8 @@ def train_augmented(
 
     check_images("x", x)
     check_tensor("y", y, shape=(len(x),), floating=False)
+    check_number("lr", cfg.lr, low=0, low_open=True)
+    check_int("batch_size", cfg.batch_size, low=1)
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(

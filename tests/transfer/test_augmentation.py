@@ -253,6 +253,21 @@ def test_mix_refuses_bad_labels_and_pairings():
         AugmentedLoader([], augment=lambda x: x)
 
 
+def test_training_refuses_bad_settings():
+    from dlbook.convnets.cnn import LeNet, LeNetConfig
+
+    x, y = _two_class_stripes(10, 0)
+    model = LeNet(LeNetConfig(image_size=12, num_classes=2))
+    with pytest.raises(ValueError, match="lr must be"):
+        train_augmented(model, x, y, cfg=TrainConfig(lr=0.0))
+    with pytest.raises(ValueError, match="batch_size must be"):
+        train_augmented(model, x, y, cfg=TrainConfig(batch_size=0))
+    with pytest.raises(ValueError, match="epochs must be"):
+        train_augmented(model, x, y, cfg=TrainConfig(epochs=0))
+    with pytest.raises(ValueError, match="y must have shape"):
+        train_augmented(model, x, y[:5])
+
+
 def _two_class_stripes(n, seed):
     """Vertical stripes (class 0) or horizontal ones (class 1), with noise."""
     g = torch.Generator().manual_seed(seed)
