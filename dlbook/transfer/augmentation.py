@@ -143,9 +143,7 @@ class RandomResizedCrop(Augmentation):
 
     def sample(self, x, generator=None):
         h_img, w_img = x.shape[-2:]
-        boxes = [
-            self._box(h_img, w_img, generator) for _ in range(len(x))
-        ]
+        boxes = [self._box(h_img, w_img, generator) for _ in range(len(x))]
         return {"boxes": torch.tensor(boxes)}  # (B, 4): top, left, h, w
 
     def _box(self, height, width, g):
@@ -171,7 +169,9 @@ class RandomResizedCrop(Augmentation):
 
     def apply(self, x, params):
         out = []
-        for image, (i, j, h, w) in zip(x, params["boxes"].tolist()):
+        for image, (i, j, h, w) in zip(
+            x, params["boxes"].tolist(), strict=True
+        ):
             crop = image[None, :, i : i + h, j : j + w]  # (1, C, h, w)
             out.append(
                 F.interpolate(
@@ -326,8 +326,12 @@ class ColorJitter(Augmentation):
             self.ranges[name] = (max(0.0, 1 - b), 1 + b) if b else None
         h = check_number("hue", hue, low=0, high=0.5)
         self.ranges["hue"] = (-h, h) if h else None
-        self.ops = [adjust_brightness, adjust_contrast, adjust_saturation,
-                    adjust_hue]
+        self.ops = [
+            adjust_brightness,
+            adjust_contrast,
+            adjust_saturation,
+            adjust_hue,
+        ]
 
     def sample(self, x, generator=None):
         b = len(x)
@@ -456,8 +460,8 @@ class MixUp(BatchMix):
 
     def __call__(self, x, y, lam: float | None = None, perm=None):
         perm = self._check(x, y, perm)
-        lam = self.sample_lam() if lam is None else check_probability(
-            "lam", lam
+        lam = (
+            self.sample_lam() if lam is None else check_probability("lam", lam)
         )
         mixed = lam * x + (1 - lam) * x[perm]
         return mixed, self.soft_labels(y, perm, lam)
@@ -542,14 +546,16 @@ def train_augmented(
     x: torch.Tensor,
     y: torch.Tensor,
     augment=None,
-    cfg: TrainConfig = TrainConfig(),
+    cfg: TrainConfig | None = None,
 ) -> nn.Module:
     """Train ``model`` on (x, y), each batch augmented by ``augment``.
 
     Soft labels (MixUp, CutMix) go to the same cross-entropy: its targets
-    may be class probabilities.
+    may be class probabilities. ``cfg`` defaults to ``TrainConfig()``.
     """
     from torch.utils.data import DataLoader, TensorDataset
+
+    cfg = TrainConfig() if cfg is None else cfg
 
     check_images("x", x)
     check_tensor("y", y, shape=(len(x),), floating=False)
@@ -558,18 +564,28 @@ def train_augmented(
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(
-        TensorDataset(x, y), batch_size=cfg.batch_size, shuffle=True,
+        TensorDataset(x, y),
+        batch_size=cfg.batch_size,
+        shuffle=True,
         generator=g,
     )
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    fit(model, AugmentedLoader(loader, augment), opt, epochs=cfg.epochs,
-        metrics={}, progress=False)
+    fit(
+        model,
+        AugmentedLoader(loader, augment),
+        opt,
+        epochs=cfg.epochs,
+        metrics={},
+        progress=False,
+    )
     return model.eval()
 
 
 @torch.no_grad()
 def predict_tta(
-    model: nn.Module, x: torch.Tensor, views: Sequence = (None,),
+    model: nn.Module,
+    x: torch.Tensor,
+    views: Sequence = (None,),
     batch_size: int = 1000,
 ) -> torch.Tensor:
     """Class probabilities averaged over views of each image.

@@ -120,7 +120,8 @@ def test_cutout_boxes_erase_as_v2_erase(seed):
     cut = Cutout(10, p=0.7)
     params = cut.sample(x)
     got = cut.apply(x, params)
-    for image, out, (i, j, h, w) in zip(x, got, params["boxes"].tolist()):
+    boxes = params["boxes"].tolist()
+    for image, out, (i, j, h, w) in zip(x, got, boxes, strict=True):
         if h and w:
             expected = TF.erase(image, i, j, h, w, torch.tensor(0.0))
         else:
@@ -176,8 +177,9 @@ def test_cutmix_equals_v2_with_the_same_draws(seed):
 
 def test_cutmix_label_weight_is_the_pasted_area():
     x, y = images(b=2), torch.tensor([0, 1])
-    mixed, soft = CutMix(1.0, 2)(x, y, lam=0.5, perm=torch.tensor([1, 0]),
-                                 box=(0, 0, 12, 10))
+    mixed, soft = CutMix(1.0, 2)(
+        x, y, lam=0.5, perm=torch.tensor([1, 0]), box=(0, 0, 12, 10)
+    )
     pasted = (mixed[0] == x[1]).all(0).float().mean().item()
     assert soft[0, 1].item() == pytest.approx(pasted)
     assert soft[0, 1].item() == pytest.approx(120 / 480)
@@ -185,16 +187,26 @@ def test_cutmix_label_weight_is_the_pasted_area():
 
 def test_augmentations_keep_shapes_and_range():
     x = images(b=4, c=1, h=28, w=28)
-    for aug in [RandomFlip(), RandomResizedCrop(28, (0.5, 1)),
-                RandomRotation(15), ColorJitter(0.4, 0.4), Cutout(8)]:
+    for aug in [
+        RandomFlip(),
+        RandomResizedCrop(28, (0.5, 1)),
+        RandomRotation(15),
+        ColorJitter(0.4, 0.4),
+        Cutout(8),
+    ]:
         out = aug(x, torch.Generator().manual_seed(0))
         assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
 
 
 def test_generator_makes_draws_repeatable():
     x = images()
-    for aug in [RandomFlip(), RandomResizedCrop(8), RandomRotation(30),
-                ColorJitter(0.3, 0.3, 0.3, 0.2), Cutout(5)]:
+    for aug in [
+        RandomFlip(),
+        RandomResizedCrop(8),
+        RandomRotation(30),
+        ColorJitter(0.3, 0.3, 0.3, 0.2),
+        Cutout(5),
+    ]:
         a = aug(x, torch.Generator().manual_seed(5))
         b = aug(x, torch.Generator().manual_seed(5))
         torch.testing.assert_close(a, b)
@@ -245,8 +257,9 @@ def test_mix_refuses_bad_labels_and_pairings():
     with pytest.raises(ValueError, match="y must hold one label"):
         MixUp(1.0, 10)(x, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="perm must be a permutation"):
-        CutMix(1.0, 10)(x, torch.tensor([0, 1, 2]),
-                        perm=torch.tensor([0, 0, 1]))
+        CutMix(1.0, 10)(
+            x, torch.tensor([0, 1, 2]), perm=torch.tensor([0, 0, 1])
+        )
     with pytest.raises(ValueError, match="lam must be"):
         MixUp(1.0, 10)(x, torch.tensor([0, 1, 2]), lam=1.5)
     with pytest.raises(TypeError, match="augment must be"):
@@ -279,8 +292,9 @@ def _two_class_stripes(n, seed):
     return (0.8 * images + noise)[:, None], y
 
 
-@pytest.mark.parametrize("augment", [None, RandomFlip(), Cutout(4),
-                                     MixUp(1.0, 2), CutMix(1.0, 2)])
+@pytest.mark.parametrize(
+    "augment", [None, RandomFlip(), Cutout(4), MixUp(1.0, 2), CutMix(1.0, 2)]
+)
 def test_training_with_augmentation_learns(augment):
     from dlbook.convnets.cnn import LeNet, LeNetConfig
 
