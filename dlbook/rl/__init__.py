@@ -8,8 +8,11 @@
   baseline, the variance of the gradient estimate, advantage actor-critic and
   GAE; the rollout pieces PPO reuses (``RolloutCollector``, ``Rollout``,
   ``gae``, ``ActorCritic``).
+* :mod:`dlbook.rl.ppo`: PPO's clipped objective, advantage normalization,
+  minibatch epochs, a Gaussian policy for continuous actions, and SB3's PPO
+  with the same settings.
 
-Chapters: ``book/rl/`` (DQN and policy gradients so far; PPO, DDPG and the
+Chapters: ``book/rl/`` (DQN, policy gradients and PPO so far; DDPG and the
 architecture-search controller are issue 20's open work).
 Tests: ``tests/rl/``.
 """

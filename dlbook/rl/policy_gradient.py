@@ -175,8 +175,11 @@ class RolloutCollector:
         seed: seeds the environments' first reset.
     """
 
+    # checks the action space; a subclass for other policies replaces it
+    check_envs = staticmethod(check_discrete_vec)
+
     def __init__(self, envs: gym.vector.VectorEnv, seed: int):
-        check_discrete_vec(envs)
+        self.check_envs(envs)
         mode = envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         self.mode = check_choice(
             "autoreset_mode",
@@ -205,7 +208,8 @@ class RolloutCollector:
         shape = (T, self.n)
         buf = {k: np.zeros(shape, np.float32) for k in FLOAT_KEYS}
         buf["obs"] = np.zeros(shape + self.obs.shape[1:], np.float32)
-        buf["actions"] = np.zeros(shape, np.int64)
+        space = self.envs.single_action_space  # Discrete: (T, N) integers
+        buf["actions"] = np.zeros(shape + space.shape, space.dtype)
         buf["final"] = np.full(shape, np.nan, np.float32)
         for t in range(T):
             action, log_p, value = agent.act(self.obs, generator)
