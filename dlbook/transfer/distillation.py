@@ -130,7 +130,7 @@ def soft_target_grad(
 
 
 class DistillationLoss:
-    """`distillation_loss` as a ``loss_fn(output, target)`` for `dlbook.train.fit`.
+    """`distillation_loss` as the ``loss_fn`` of `dlbook.train.fit`.
 
     The target of each batch is the pair ``(labels, teacher_logits)``, as
     `Batches` yields it.
@@ -166,10 +166,10 @@ def jitter(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
     Shapes:
         x: (N, C, H, W); output: (N, C, H, W).
     """
-    check_tensor("x", x, ndim=4, floating=True)
     k = check_int("max_shift", max_shift, low=0)
     if k == 0:
         return x
+    check_tensor("x", x, ndim=4, floating=True)
     n, _, h, w = x.shape
     padded = F.pad(x, (k, k, k, k))  # (N, C, H + 2k, W + 2k)
     dy, dx = torch.randint(0, 2 * k + 1, (2, n, 1), generator=generator)
@@ -231,6 +231,7 @@ class NetConfig:
     """A network of `dlbook.regularization.regularization.MLP` and its training."""
 
     hidden: tuple[int, ...] = (1200, 1200)  # Hinton et al.'s MNIST teacher
+    num_classes: int = 10  # outputs (logits)
     dropout: float = 0.0  # after each hidden ReLU (0.5 for the teacher)
     input_dropout: float = 0.0  # on the pixels (0.2 for the teacher)
     max_shift: int = 0  # input jitter in pixels (2 for the teacher)
@@ -258,6 +259,7 @@ def train_net(
         MLPConfig(
             in_features=x[0].numel(),
             hidden=cfg.hidden,
+            out_features=cfg.num_classes,
             dropout=cfg.dropout,
             input_dropout=cfg.input_dropout,
         )
