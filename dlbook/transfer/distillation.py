@@ -1,14 +1,15 @@
-"""Knowledge distillation: a small network trained on a large one's soft targets.
+"""Knowledge distillation: a small network trained on a large one's outputs.
 
-The pieces of ``book/transfer/distillation.md``: soft targets at a temperature
-(`soft_targets`), the distillation loss of Hinton et al. (2015), a weighted sum of
-T² times the KL divergence between the softened outputs of teacher and student
-and the cross-entropy with the true labels (`distillation_loss`,
-`DistillationLoss`), its hand-derived gradient (`soft_target_grad`), random
-translations of the input by a few pixels (`jitter`), a batch loader whose
-targets may be a tuple of labels and teacher logits (`Batches`), the training of
-teacher and student through `dlbook.train.fit` (`train_net`), and the bias
-correction of a class the student never saw (`bias_for_rate`).
+The pieces of ``book/transfer/distillation.md``: soft targets at a
+temperature (`soft_targets`), the distillation loss of Hinton et al. (2015),
+a weighted sum of T² times the KL divergence between the softened outputs of
+teacher and student and the cross-entropy with the true labels
+(`distillation_loss`, `DistillationLoss`), its hand-derived gradient
+(`soft_target_grad`), random translations of the input by a few pixels
+(`jitter`), a batch loader whose targets may be a tuple of labels and teacher
+logits (`Batches`), the training of teacher and student through
+`dlbook.train.fit` (`train_net`), and the bias correction of a class the
+student never saw (`bias_for_rate`).
 
 Reference: Hinton, Vinyals & Dean (2015), "Distilling the knowledge in a neural
 network", arXiv:1503.02531. The loss is checked against the expression built
@@ -153,7 +154,7 @@ def label_accuracy(output: Tensor, target) -> Tensor:
     return accuracy(output, labels)
 
 
-# --- data ----------------------------------------------------------------------
+# --- data --------------------------------------------------------------------
 
 
 def jitter(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
@@ -223,12 +224,12 @@ class Batches:
                 yield x, self.target[idx]
 
 
-# --- training ------------------------------------------------------------------
+# --- training ----------------------------------------------------------------
 
 
 @dataclass
 class NetConfig:
-    """A network of `dlbook.regularization.regularization.MLP` and its training."""
+    """The shape of an MLP (`dlbook.regularization`) and its training."""
 
     hidden: tuple[int, ...] = (1200, 1200)  # Hinton et al.'s MNIST teacher
     num_classes: int = 10  # outputs (logits)
@@ -297,16 +298,18 @@ def logits_of(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
 def count_errors(model: nn.Module, x: Tensor, y: Tensor) -> int:
     """How many of the examples ``(x, y)`` the model misclassifies."""
     check_same_length(x=x, y=y)
-    batches = [(x[i : i + 1000], y[i : i + 1000]) for i in range(0, len(x), 1000)]
+    batches = [
+        (x[i : i + 1000], y[i : i + 1000]) for i in range(0, len(x), 1000)
+    ]
     acc = evaluate(model, batches, loss_fn=None)["acc"]
     return round((1 - acc) * len(y))
 
 
-# --- a class the student never saw ---------------------------------------------
+# --- a class the student never saw -------------------------------------------
 
 
 def bias_for_rate(logits: Tensor, cls: int, rate: float) -> float:
-    """The bias to add to class ``cls`` so that a fraction ``rate`` is predicted as it.
+    """The bias that makes a fraction ``rate`` of rows predicted as ``cls``.
 
     Example i is predicted as ``cls`` once the bias exceeds
     max_{j ≠ cls} z_ij − z_i,cls, so the bias is read off the sorted

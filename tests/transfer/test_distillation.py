@@ -1,5 +1,5 @@
-"""Tests for dlbook.transfer.distillation: the loss against PyTorch's kl_div and
-cross_entropy, its gradient against autograd and gradcheck, the T² scaling,
+"""Tests for dlbook.transfer.distillation: the loss against PyTorch's kl_div
+and cross_entropy, its gradient against autograd and gradcheck, the T² scaling,
 jitter, the batch loader, the bias correction, a short distillation run that
 must learn, and bad input."""
 
@@ -65,7 +65,9 @@ def test_hand_gradient_equals_autograd(T):
     z.requires_grad_(True)
     kl = distillation_loss(z, v, y, T, alpha=1.0) / T**2
     (auto,) = torch.autograd.grad(kl, z)
-    torch.testing.assert_close(soft_target_grad(z.detach(), v, T) / len(z), auto)
+    torch.testing.assert_close(
+        soft_target_grad(z.detach(), v, T) / len(z), auto
+    )
 
 
 def test_no_gradient_reaches_the_teacher():
@@ -152,8 +154,9 @@ def test_jitter_shifts_each_image_within_range():
     img = torch.rand(8, 1, 6, 6, generator=torch.Generator().manual_seed(1))
     out = jitter(img, 2, torch.Generator().manual_seed(2))
     padded = F.pad(img, (2, 2, 2, 2))
-    shifts = [padded[:, :, a : a + 6, b : b + 6] for a in range(5)
-              for b in range(5)]
+    shifts = [
+        padded[:, :, a : a + 6, b : b + 6] for a in range(5) for b in range(5)
+    ]
     for i in range(8):
         assert any(torch.equal(out[i], s[i]) for s in shifts)
 
@@ -208,7 +211,9 @@ def test_distillation_learns_from_a_teacher():
     w = torch.tensor([[2.0, 0.0], [-1.0, 1.7], [-1.0, -1.7]])
     v = x.flatten(1) @ w.T * 3  # the teacher's logits: a linear rule
     y = v.argmax(1)
-    cfg = NetConfig(hidden=(16,), num_classes=3, epochs=15, batch_size=50, lr=0.05)
+    cfg = NetConfig(
+        hidden=(16,), num_classes=3, epochs=15, batch_size=50, lr=0.05
+    )
     wrong = torch.randint(0, 3, (600,), generator=g)  # labels ignored
     student = train_net(x, (wrong, v), cfg, DistillationLoss(4.0, alpha=1.0))
     errors = count_errors(student, x, y)
