@@ -248,12 +248,14 @@ def train_net(
     target: Tensor | tuple[Tensor, Tensor],
     cfg: NetConfig,
     loss_fn=F.cross_entropy,
+    device: torch.device | str | None = None,
 ) -> nn.Module:
     """Train an MLP on ``(x, target)`` with SGD and `dlbook.train.fit`.
 
     ``target`` is the labels (with the default cross-entropy), or the pair
-    ``(labels, teacher_logits)`` with a `DistillationLoss`. Returns the
-    network in eval mode.
+    ``(labels, teacher_logits)`` with a `DistillationLoss`. The data stay
+    where they are; each batch is moved to ``device`` (default: the CPU).
+    Returns the network in eval mode, on ``device``.
     """
     torch.manual_seed(cfg.seed)
     net = MLP(
@@ -264,7 +266,7 @@ def train_net(
             dropout=cfg.dropout,
             input_dropout=cfg.input_dropout,
         )
-    )
+    ).to(device or "cpu")
     loader = Batches(
         x, target, cfg.batch_size, max_shift=cfg.max_shift, seed=cfg.seed
     )
@@ -287,11 +289,15 @@ def train_net(
 
 @torch.no_grad()
 def logits_of(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
-    """The model's logits on ``x``, in eval mode, a batch at a time."""
+    """The model's logits on ``x`` (eval mode, in batches), on the CPU."""
     check_tensor("x", x, floating=True, nonempty=True)
     model.eval()
+    dev = next(model.parameters()).device
     return torch.cat(
-        [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        [
+            model(x[i : i + batch_size].to(dev)).cpu()
+            for i in range(0, len(x), batch_size)
+        ]
     )
 
 
