@@ -126,6 +126,17 @@ def _pair(batch: Any, name: str) -> tuple[Any, Any]:
     return batch[0], batch[1]
 
 
+def _rows(target: Any) -> int:
+    """Examples in a batch's target: its length, or its first part's for a tuple.
+
+    A tuple target such as ``(labels, teacher_logits)`` (knowledge distillation,
+    ``dlbook.transfer.distillation``) has one row per example in each part.
+    """
+    if isinstance(target, (list, tuple)) and target:
+        return len(target[0])
+    return len(target)
+
+
 def _to(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
@@ -158,7 +169,7 @@ def evaluate(
         x, y = _pair(batch, "loader")
         x, y = _to(x, device), _to(y, device)
         out = model(x)
-        n = len(y)
+        n = _rows(y)
         if loss_fn is not None:
             totals["loss"] = (
                 totals.get("loss", 0.0) + float(loss_fn(out, y)) * n
@@ -329,11 +340,11 @@ def fit(
                 )
                 totals["grad_norm"] = totals.get("grad_norm", 0.0) + float(
                     norm
-                ) * len(y)
+                ) * _rows(y)
             optimizer.step()
             if scheduler is not None and scheduler_step == "batch":
                 scheduler.step()
-            n = len(y)
+            n = _rows(y)
             totals["loss"] = totals.get("loss", 0.0) + loss.item() * n
             if extra is not None:
                 totals["penalty"] = (
