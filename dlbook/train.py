@@ -19,6 +19,10 @@ resumes from the previous one, with a warning naming both. The run's settings (o
 scheduler, and whatever ``settings`` the caller adds) are saved too, and a resume with
 different ones is refused unless ``fit(..., allow_changed_settings=True)``.
 
+Data: :class:`TensorBatches` serves mini-batches of tensors held in memory, one indexing
+operation per batch and a new order every epoch from its own generator, where a
+``DataLoader`` would collate the examples of a batch one by one.
+
 Regularization hooks: ``penalty`` adds a term such as an L1 or L2 norm of the weights to the
 training loss only, and ``callbacks`` run after each epoch and may stop training (early
 stopping, ``dlbook.regularization.regularization.EarlyStopping``).
