@@ -45,8 +45,8 @@ from dlbook.graphs.gcn import (
     TrainConfig,
     _check_features,
     check_edge_index,
+    _propagate,
     feature_dropout,
-    propagate,
 )
 
 # --- softmax over neighbourhoods -------------------------------------------------------------
@@ -88,6 +88,11 @@ def segment_softmax(src: Tensor, index: Tensor, num_segments: int) -> Tensor:
         output: same shape as src.
     """
     _check_segments(src, index, num_segments)
+    return _segment_softmax(src, index, num_segments)
+
+
+def _segment_softmax(src: Tensor, index: Tensor, num_segments: int) -> Tensor:
+    """:func:`segment_softmax` without the checks, for layers that made them."""
     size = (num_segments,) + tuple(src.shape[1:])
     expanded = index.view((-1,) + (1,) * (src.dim() - 1)).expand_as(src)
     seg_max = src.new_full(size, -math.inf).scatter_reduce_(
@@ -244,15 +249,13 @@ class GATConv(nn.Module):
         weight = next(self.parameters())
         _check_features(x, self.in_channels, weight.dtype)
         num_nodes = x.size(0)
-        edge_index = check_edge_index(edge_index, num_nodes)
-        if self.add_self_loops:
-            edge_index = add_self_loops(edge_index, num_nodes)
+        edge_index = self._edges(edge_index, num_nodes)
         h_src, h_dst = self.project(x)  # (N, H, C) each
         src, dst = edge_index
-        alpha = segment_softmax(
+        alpha = _segment_softmax(
             self.score(h_src, h_dst, src, dst), dst, num_nodes
         )  # (E, H), sums to 1 into each node
-        out = propagate(
+        out = _propagate(
             h_src, edge_index, F.dropout(alpha, self.dropout, self.training)
         )  # (N, H, C)
         out = (
@@ -263,6 +266,26 @@ class GATConv(nn.Module):
         if self.bias is not None:
             out = out + self.bias
         return (out, (edge_index, alpha)) if return_attention_weights else out
+
+    def _edges(self, edge_index: Tensor, num_nodes: int) -> Tensor:
+        """The checked edge list, with the self-loops: once per graph.
+
+        A layer trained on one graph sees the same edge_index at every
+        step; checking it and appending the loops each time costs about
+        as much as the scores. The result is kept for the tensor last
+        given, and reused while that same object comes back unmodified.
+        """
+        key = (edge_index, getattr(edge_index, "_version", None), num_nodes)
+        cache = getattr(self, "_edge_cache", None)
+        if cache and cache[0] is edge_index and cache[1:3] == key[1:]:
+            return cache[3]
+        edges = check_edge_index(edge_index, num_nodes)
+        if self.add_self_loops:
+            edges = add_self_loops(edges, num_nodes)
+        # not from inference mode: its tensors cannot enter autograd
+        if not torch.is_inference_mode_enabled():
+            self._edge_cache = key + (edges,)
+        return edges
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, heads={self.heads}, concat={self.concat}"
