@@ -41,12 +41,10 @@ def tensorflow():
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    # seed_everything calls torch.use_deterministic_algorithms, which imports
-    # torch._inductor on first use; imported after TensorFlow, that module
-    # crashes the process (segmentation fault, torch 2.14 with TF 2.21), so
-    # it is loaded first.
-    import torch._inductor.config  # noqa: F401
-
+    # torch._inductor, imported after TensorFlow, crashes the process
+    # (segmentation fault, torch 2.14 with TF 2.21). torch's own
+    # use_deterministic_algorithms imports it; dlbook.config.seed_everything
+    # sets the same switches without it (tests/test_backends.py).
     with _quiet_stderr():
         import tensorflow as tf
 

@@ -40,7 +40,7 @@ SEED_AFTER_TF = """
 from dlbook.backends import tensorflow
 tf = tensorflow()
 from dlbook.config import seed_everything
-seed_everything(0, tensorflow=True)  # imports torch._inductor: crashed here
+seed_everything(0, tensorflow=True)  # torch._inductor after TF crashed here
 print("ok")
 """
 
