@@ -1,5 +1,8 @@
 """Attention and Transformers.
 
+* :mod:`dlbook.attention.attention`: additive and multiplicative attention in
+  the recurrent encoder-decoder, and argmax attention with its fixes
+  (straight-through, Gumbel-softmax).
 * :mod:`dlbook.attention.transformer`: scaled dot-product and multi-head
   attention, the pre-LN block, positions (sinusoidal, learned, rotary), a
   character-level GPT with a key-value cache, and the cost of attention.

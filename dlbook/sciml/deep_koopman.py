@@ -387,7 +387,10 @@ class _Rollout(torch.autograd.Function):
                 )
                 parts.append(torch.view_as_real(factor * z).reshape(B, 2 * P))
             scale = None
-            if k > 2 * P:  # real eigenvalues: y <- exp(mu dt) y
+            if not P:  # real eigenvalues only: y <- exp(mu dt) y
+                scale = torch.exp(out * dt)
+                parts.append(y * scale)
+            elif k > 2 * P:  # the real ones after the pairs
                 scale = torch.exp(out[:, 2 * P :] * dt)
                 parts.append(y[:, 2 * P :] * scale)
             y = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
@@ -407,9 +410,11 @@ class _Rollout(torch.autograd.Function):
         dt, P, log_radius = ctx.consts
         B, k = ys[0].shape
         out_grads = [[] for _ in weights]  # per layer, per step (reversed)
+        weights_t = [W.T for W in weights]
+        grads = grad.unbind(1)  # dL/dy_{m+1} from the output, per step
         gy = torch.zeros_like(ys[0])
         for m in reversed(range(len(factors))):
-            gy = gy + grad[:, m]  # dL/dy_{m+1}
+            gy = gy + grads[m]  # dL/dy_{m+1}
             (factor, scale), hs = factors[m], layers[m]
             g_out, g_y = [], []
             if P:
@@ -429,15 +434,21 @@ class _Rollout(torch.autograd.Function):
                     )
                 )
             if scale is not None:
-                g_real = gy[:, 2 * P :]
-                g_out.append(g_real * ys[m + 1][:, 2 * P :] * dt)
+                g_real, y_real = (
+                    (gy, ys[m + 1])
+                    if not P
+                    else (gy[:, 2 * P :], ys[m + 1][:, 2 * P :])
+                )
+                g_out.append(g_real * y_real * dt)
                 g_y.append(g_real * scale)
             g = g_out[0] if len(g_out) == 1 else torch.cat(g_out, 1)
             for layer in reversed(range(len(weights))):
                 out_grads[layer].append(g)
-                g = g @ weights[layer].T
+                g = g @ weights_t[layer]
                 if layer:  # through the ReLU that made this layer's input
-                    g = g * (hs[layer] > 0)
+                    # (g where its output is positive, else 0: ReLU's own
+                    # backward, one operation)
+                    g = torch.ops.aten.threshold_backward(g, hs[layer], 0)
             gy = g_y[0] if len(g_y) == 1 else torch.cat(g_y, 1)
             if P:  # through g(r²) to the pairs' coordinates
                 yp = ys[m][:, : 2 * P].reshape(B, P, 2)
