@@ -466,6 +466,28 @@ def encode_texts(tokenizer, texts: Sequence[str], max_length: int):
     return torch.stack([b["input_ids"], b["attention_mask"]], 1)
 
 
+def trim_padding(x: torch.Tensor) -> torch.Tensor:
+    """Drop the trailing columns that are padding in every text of ``x``.
+
+    `encode_texts` pads to ``max_length``; when every text is shorter, the
+    columns past the longest one are masked everywhere, so the encoder's
+    outputs at the real tokens (and `TextClassifier`'s mean over them) do
+    not change, while the compute shrinks (SST-2's sentences are a few dozen
+    tokens, the paper's limit 512).
+
+    Shapes:
+        x: (N, 2, T) (ids, mask) -> (N, 2, T') with T' <= T.
+    """
+    if x.ndim != 3 or x.shape[1] != 2:
+        raise ValueError(
+            f"x must be (N, 2, T) ids and mask, got shape {tuple(x.shape)}"
+        )
+    used = x[:, 1].bool().any(0).nonzero()
+    if not len(used):
+        raise ValueError("x holds no real token: every mask is zero")
+    return x[..., : int(used.max()) + 1]
+
+
 def email_text(raw: str, max_chars: int = 2000) -> str:
     """An e-mail's subject line and body, without the other headers."""
     head, _, body = raw.partition("\n\n")

@@ -23,6 +23,7 @@ from dlbook.transfer.lora import (
     email_text,
     encode_texts,
     fine_tune_text,
+    trim_padding,
     lora_layers,
     merge_lora,
     training_memory,
@@ -313,3 +314,63 @@ def test_encode_texts_pads_to_the_length():
         encode_texts(Tok(), "a", 5)
     with pytest.raises(ValueError, match="max_length"):
         encode_texts(Tok(), ["a"], 1)
+
+
+def _tiny_roberta(seed=0):
+    """RoBERTa's architecture at toy size, randomly initialised (no download)."""
+    from transformers import RobertaConfig, RobertaModel
+
+    torch.manual_seed(seed)
+    config = RobertaConfig(
+        vocab_size=30, hidden_size=16, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=40, pad_token_id=1,
+    )
+    return RobertaModel(config).eval()
+
+
+def _roberta_batch(n, t, seed=0):
+    """RoBERTa-style ids (<s> = 0 ... </s> = 2, padding 1), right-padded."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, t - 2, (n,), generator=g)
+    ids = torch.randint(5, 30, (n, t), generator=g)
+    y = torch.arange(n) % 2
+    ids[y == 1, 1] = 4  # class 1: the text starts with token 4
+    mask = (torch.arange(t)[None] < lengths[:, None] + 2).long()
+    ids[:, 0] = 0
+    ids[torch.arange(n), lengths + 1] = 2
+    ids[mask == 0] = 1
+    return torch.stack([ids, mask], 1), y
+
+
+def test_fine_tune_text_runs_roberta_with_lora_on_query_and_value():
+    """The full profile's path (RoBERTa, LoRA on query and value) at toy size."""
+    roberta = _tiny_roberta()
+    x, y = _roberta_batch(320, 12)
+    cfg = TextConfig(method="lora", lr=3e-2, epochs=5, r=2, alpha=2.0)
+    res = fine_tune_text(roberta, x[:256], y[:256], x[256:], y[256:], cfg)
+    assert res["acc"] > 0.8, res  # chance: 0.5
+    # per layer: query and value, each r * (16 + 16); the head 16 * 2 + 2
+    assert res["trainable"] == 2 * 2 * 2 * (16 + 16) + 34
+    full = fine_tune_text(roberta, x[:64], y[:64], x[64:], y[64:],
+                          TextConfig(method="full", lr=1e-3, epochs=1))
+    assert full["trainable"] == count_parameters(roberta)[1] - 16 * 16 - 16 \
+        + 34  # all but the dropped pooler, plus the head
+    assert res["memory"]["optimizer state"] < full["memory"]["optimizer state"]
+
+
+def test_trim_padding_keeps_roberta_outputs_and_drops_only_padding():
+    from dlbook.transfer.lora import TextClassifier
+
+    torch.manual_seed(0)
+    model = TextClassifier(_tiny_roberta()).eval()
+    x, _ = _roberta_batch(8, 30)
+    short = trim_padding(x)
+    assert short.shape[-1] == int(x[:, 1].sum(1).max()) < 30
+    assert short[:, 1].sum() == x[:, 1].sum()  # no real token is lost
+    with torch.no_grad():
+        assert torch.allclose(model(short), model(x), atol=1e-5)
+    with pytest.raises(ValueError, match=r"\(N, 2, T\)"):
+        trim_padding(x[:, 0])
+    with pytest.raises(ValueError, match="no real token"):
+        trim_padding(torch.zeros(2, 2, 5, dtype=torch.long))
