@@ -108,7 +108,8 @@ class MultiHeadAttention(nn.Module):
     Shapes:
         x: (B, T, d_model) → (B, T, d_model). With a ``cache`` (a dict that
         holds this layer's past keys and values, updated in place), x holds
-        only the new positions.
+        only the new positions. With ``return_weights=True``, also the
+        attention weights (B, n_heads, T, S) (for attention rollout).
     """
 
     def __init__(self, d_model: int, n_heads: int):
@@ -125,8 +126,12 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model)
 
     def forward(
-        self, x: Tensor, causal: bool = False, cache: dict | None = None
-    ) -> Tensor:
+        self,
+        x: Tensor,
+        causal: bool = False,
+        cache: dict | None = None,
+        return_weights: bool = False,
+    ):
         check_tensor("x", x, ndim=3, floating=True)
         B, T, D = x.shape
         if D != self.out_proj.in_features:
@@ -144,9 +149,11 @@ class MultiHeadAttention(nn.Module):
                 k = torch.cat([cache["k"], k], dim=2)  # (B, H, S, d)
                 v = torch.cat([cache["v"], v], dim=2)
             cache["k"], cache["v"] = k, v
-        out = scaled_dot_product_attention(q, k, v, causal=causal)
-        out = out.transpose(1, 2).reshape(B, T, D)  # (B, T, D)
-        return self.out_proj(out)
+        out, weights = scaled_dot_product_attention(
+            q, k, v, causal=causal, return_weights=True
+        )  # (B, H, T, d), (B, H, T, S)
+        out = self.out_proj(out.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
+        return (out, weights) if return_weights else out
 
 
 # --- the block ---------------------------------------------------------------

@@ -1,0 +1,200 @@
+"""Tests of dlbook.attention.vit: equal to torchvision's ViT, rollout by hand."""
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import VisionTransformer as TVViT
+
+from dlbook.attention.vit import (
+    VisionTransformer,
+    ViTConfig,
+    attention_rollout,
+    load_torchvision_weights,
+    rollout_matrix,
+    torchvision_names,
+)
+
+# a tiny configuration of both: image 32, patch 8, 2 layers, 2 heads, width 32
+TINY = dict(image_size=32, patch_size=8, num_layers=2, num_heads=2)
+TINY.update(hidden_dim=32, mlp_dim=64, num_classes=5)
+
+
+def _pair(dtype=torch.float64):
+    """torchvision's tiny ViT with every tensor random, and ours copied."""
+    torch.manual_seed(0)
+    theirs = TVViT(**TINY)
+    with torch.no_grad():
+        # torchvision starts the head and class token at zero: randomize
+        # every tensor so that a mis-copied one cannot hide
+        for p in theirs.parameters():
+            p.normal_(0, 0.3)
+    ours = VisionTransformer(ViTConfig(in_channels=3, **TINY))
+    load_torchvision_weights(ours, theirs)
+    return ours.to(dtype).eval(), theirs.to(dtype).eval()
+
+
+def test_every_tensor_of_both_models_is_mapped_exactly_once():
+    ours, theirs = _pair()
+    names = torchvision_names(TINY["num_layers"])
+    assert set(names) == {n for n, _ in ours.named_parameters()}
+    assert sorted(names.values()) == sorted(
+        n for n, _ in theirs.named_parameters()
+    )
+    assert len(set(names.values())) == len(names)
+    # no buffers either side that the map could have missed
+    assert not list(ours.buffers()) and not list(theirs.buffers())
+
+
+def test_outputs_and_gradients_equal_torchvision():
+    ours, theirs = _pair(torch.float64)
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_a, out_b = ours(xa), theirs(xb)
+    assert out_a.abs().max() > 0.1  # the comparison is not between zeros
+    torch.testing.assert_close(out_a, out_b, rtol=0, atol=1e-12)
+    w = torch.randn_like(out_a)  # a random linear loss: all outputs count
+    (out_a * w).sum().backward()
+    (out_b * w).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=0, atol=1e-12)
+    mine = dict(ours.named_parameters())
+    other = dict(theirs.named_parameters())
+    for a, b in torchvision_names(TINY["num_layers"]).items():
+        assert mine[a].grad.abs().max() > 0, a
+        torch.testing.assert_close(
+            mine[a].grad, other[b].grad, rtol=0, atol=1e-12, msg=a
+        )
+
+
+def test_outputs_equal_torchvision_in_float32():
+    ours, theirs = _pair(torch.float32)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-5)
+
+
+def test_a_miscopied_weight_breaks_the_equality():
+    ours, theirs = _pair()
+    with torch.no_grad():
+        ours.blocks[1].fc1.bias[0] += 1e-3
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    assert (ours(x) - theirs(x)).abs().max() > 1e-9
+
+
+def test_load_refuses_a_different_configuration():
+    theirs = TVViT(**{**TINY, "num_layers": 3})
+    with pytest.raises(ValueError, match="names differ"):
+        load_torchvision_weights(
+            VisionTransformer(ViTConfig(in_channels=3, **TINY)), theirs
+        )
+    theirs = TVViT(**{**TINY, "mlp_dim": 48})
+    with pytest.raises(ValueError, match="cannot take"):
+        load_torchvision_weights(
+            VisionTransformer(ViTConfig(in_channels=3, **TINY)), theirs
+        )
+    with pytest.raises(TypeError, match="tv_model must be"):
+        load_torchvision_weights(
+            VisionTransformer(ViTConfig(in_channels=3, **TINY)), nn.Linear(1, 1)
+        )
+
+
+@pytest.mark.parametrize("size, patch, channels", [(28, 7, 1), (28, 4, 1),
+                                                   (12, 4, 3), (16, 16, 2)])
+def test_shapes_for_any_size_divisible_by_the_patch(size, patch, channels):
+    torch.manual_seed(0)
+    cfg = ViTConfig(size, patch, channels, num_classes=3)
+    model = VisionTransformer(cfg)
+    x = torch.randn(2, channels, size, size)
+    logits, maps = model(x, return_attention=True)
+    n = (size // patch) ** 2 + 1
+    assert logits.shape == (2, 3)
+    assert [m.shape for m in maps] == [(2, cfg.num_heads, n, n)] * 2
+    assert attention_rollout(model, x).shape == (2, size // patch, size // patch)
+
+
+def test_return_attention_does_not_change_the_output():
+    ours, _ = _pair()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    logits, maps = ours(x, return_attention=True)
+    torch.testing.assert_close(logits, ours(x), rtol=0, atol=0)
+    for m in maps:
+        torch.testing.assert_close(m.sum(-1), torch.ones_like(m[..., 0]))
+
+
+def test_rollout_matrix_by_hand():
+    # two tokens, two heads in layer 1 (mean: all 1/2), one head in layer 2
+    head1 = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    head2 = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    layer1 = torch.stack([head1, head2])[None]  # (1, 2, 2, 2)
+    layer2 = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])  # (1, 1, 2, 2)
+    # Â1 = ([[.5, .5], [.5, .5]] + I) / 2, Â2 = ([[0, 1], [0, 1]] + I) / 2
+    a1 = torch.tensor([[0.75, 0.25], [0.25, 0.75]])
+    a2 = torch.tensor([[0.5, 0.5], [0.0, 1.0]])
+    got = rollout_matrix([layer1, layer2])
+    torch.testing.assert_close(got[0], a2 @ a1)
+    torch.testing.assert_close(got[0], torch.tensor([[0.5, 0.5], [0.25, 0.75]]))
+
+
+def test_rollout_rows_sum_to_one():
+    ours, _ = _pair()
+    _, maps = ours(torch.randn(2, 3, 32, 32, dtype=torch.float64), True)
+    r = rollout_matrix(maps)
+    torch.testing.assert_close(r.sum(-1), torch.ones(2, 17, dtype=r.dtype))
+    assert (r >= 0).all()
+
+
+def test_rollout_of_a_model_with_uniform_attention():
+    # zero queries and keys: each layer attends uniformly, Ā = 1/T, so
+    # Â = (1/T + I) / 2, and the class token's row over the patches is
+    # 1/(2T) after one layer
+    torch.manual_seed(0)
+    model = VisionTransformer(ViTConfig(28, 7, 1, num_layers=1))
+    with torch.no_grad():
+        model.blocks[0].attn.in_proj.weight[:128].zero_()  # W^Q, W^K
+        model.blocks[0].attn.in_proj.bias[:128].zero_()
+    got = attention_rollout(model, torch.randn(3, 1, 28, 28))
+    torch.testing.assert_close(got, torch.full((3, 4, 4), 1 / (2 * 17)))
+
+
+def test_rollout_follows_a_model_that_attends_to_one_patch():
+    # a huge key bias along the query direction of patch 5 only (through its
+    # position embedding) makes every token attend to patch 5 in each layer
+    torch.manual_seed(0)
+    model = VisionTransformer(ViTConfig(28, 7, 1, num_layers=2, num_heads=1,
+                                        hidden_dim=8, mlp_dim=8))
+    with torch.no_grad():
+        for block in model.blocks:
+            attn = block.attn
+            attn.in_proj.weight.zero_()
+            attn.in_proj.bias.zero_()
+            attn.in_proj.bias[0] = 1.0  # every query is e_0 (after LN)
+            attn.in_proj.weight[8, 0] = 1e3  # key_0 = 1e3 · LN(z)_0
+            block.fc2.weight.zero_()  # values are 0 and the MLP adds 0:
+            block.fc2.bias.zero_()  # the stream, so layer 2, is layer 1
+        model.pos_embedding.zero_()
+        model.pos_embedding[0, 1 + 5, 0] = 1e3  # patch 5 stands out on dim 0
+    got = attention_rollout(model, torch.zeros(1, 1, 28, 28))[0].flatten()
+    # each layer: Â = (e_5-attention + I) / 2; two layers: class row puts
+    # 1/2 + 1/4 on patch 5, 1/4 on itself
+    assert got.argmax() == 5
+    torch.testing.assert_close(got[5], torch.tensor(0.75), atol=1e-4, rtol=0)
+
+
+def test_errors_name_the_argument():
+    with pytest.raises(ValueError, match="hidden_dim must be divisible by "
+                                         "num_heads=3"):
+        VisionTransformer(ViTConfig(num_heads=3, hidden_dim=64))
+    with pytest.raises(ValueError, match="image_size must be divisible by "
+                                         "patch_size=8"):
+        VisionTransformer(ViTConfig(image_size=28, patch_size=8))
+    with pytest.raises(ValueError, match="patch_size"):
+        VisionTransformer(ViTConfig(patch_size=0))
+    model = VisionTransformer(ViTConfig(28, 7, 1))
+    with pytest.raises(ValueError, match=r"x must have shape \(\*, 1, 28, 28"):
+        model(torch.zeros(2, 3, 28, 28))
+    with pytest.raises(ValueError, match=r"x must have shape \(\*, 1, 28, 28"):
+        model(torch.zeros(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="x must have 4 dimensions"):
+        model(torch.zeros(1, 28, 28))
+    with pytest.raises(TypeError, match="x must have a floating dtype"):
+        model(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="maps must be a non-empty list"):
+        rollout_matrix([])
