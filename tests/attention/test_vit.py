@@ -1,4 +1,4 @@
-"""Tests of dlbook.attention.vit: equal to torchvision's ViT, rollout by hand."""
+"""Tests of dlbook.attention.vit: equal to torchvision's ViT; rollout."""
 
 import pytest
 import torch
@@ -13,6 +13,7 @@ from dlbook.attention.vit import (
     rollout_matrix,
     torchvision_names,
 )
+from dlbook.train import fit
 
 # a tiny configuration of both: image 32, patch 8, 2 layers, 2 heads, width 32
 TINY = dict(image_size=32, patch_size=8, num_layers=2, num_heads=2)
@@ -92,22 +93,25 @@ def test_load_refuses_a_different_configuration():
         )
     with pytest.raises(TypeError, match="tv_model must be"):
         load_torchvision_weights(
-            VisionTransformer(ViTConfig(in_channels=3, **TINY)), nn.Linear(1, 1)
+            VisionTransformer(ViTConfig(in_channels=3, **TINY)),
+            nn.Linear(1, 1),
         )
 
 
-@pytest.mark.parametrize("size, patch, channels", [(28, 7, 1), (28, 4, 1),
-                                                   (12, 4, 3), (16, 16, 2)])
+@pytest.mark.parametrize(
+    "size, patch, channels", [(28, 7, 1), (28, 4, 1), (12, 4, 3), (16, 16, 2)]
+)
 def test_shapes_for_any_size_divisible_by_the_patch(size, patch, channels):
     torch.manual_seed(0)
     cfg = ViTConfig(size, patch, channels, num_classes=3)
     model = VisionTransformer(cfg)
     x = torch.randn(2, channels, size, size)
     logits, maps = model(x, return_attention=True)
-    n = (size // patch) ** 2 + 1
+    g = size // patch  # patches per side
+    n = g**2 + 1
     assert logits.shape == (2, 3)
     assert [m.shape for m in maps] == [(2, cfg.num_heads, n, n)] * 2
-    assert attention_rollout(model, x).shape == (2, size // patch, size // patch)
+    assert attention_rollout(model, x).shape == (2, g, g)
 
 
 def test_return_attention_does_not_change_the_output():
@@ -130,7 +134,9 @@ def test_rollout_matrix_by_hand():
     a2 = torch.tensor([[0.5, 0.5], [0.0, 1.0]])
     got = rollout_matrix([layer1, layer2])
     torch.testing.assert_close(got[0], a2 @ a1)
-    torch.testing.assert_close(got[0], torch.tensor([[0.5, 0.5], [0.25, 0.75]]))
+    torch.testing.assert_close(
+        got[0], torch.tensor([[0.5, 0.5], [0.25, 0.75]])
+    )
 
 
 def test_rollout_rows_sum_to_one():
@@ -158,8 +164,9 @@ def test_rollout_follows_a_model_that_attends_to_one_patch():
     # a huge key bias along the query direction of patch 5 only (through its
     # position embedding) makes every token attend to patch 5 in each layer
     torch.manual_seed(0)
-    model = VisionTransformer(ViTConfig(28, 7, 1, num_layers=2, num_heads=1,
-                                        hidden_dim=8, mlp_dim=8))
+    model = VisionTransformer(
+        ViTConfig(28, 7, 1, num_layers=2, num_heads=1, hidden_dim=8, mlp_dim=8)
+    )
     with torch.no_grad():
         for block in model.blocks:
             attn = block.attn
@@ -179,11 +186,13 @@ def test_rollout_follows_a_model_that_attends_to_one_patch():
 
 
 def test_errors_name_the_argument():
-    with pytest.raises(ValueError, match="hidden_dim must be divisible by "
-                                         "num_heads=3"):
+    with pytest.raises(
+        ValueError, match="hidden_dim must be divisible by num_heads=3"
+    ):
         VisionTransformer(ViTConfig(num_heads=3, hidden_dim=64))
-    with pytest.raises(ValueError, match="image_size must be divisible by "
-                                         "patch_size=8"):
+    with pytest.raises(
+        ValueError, match="image_size must be divisible by patch_size=8"
+    ):
         VisionTransformer(ViTConfig(image_size=28, patch_size=8))
     with pytest.raises(ValueError, match="patch_size"):
         VisionTransformer(ViTConfig(patch_size=0))
@@ -198,3 +207,36 @@ def test_errors_name_the_argument():
         model(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
     with pytest.raises(ValueError, match="maps must be a non-empty list"):
         rollout_matrix([])
+
+
+def _blob_images(n, seed):
+    """1×8×8 noise with one bright 2×2 patch; label: is it in the left half."""
+    g = torch.Generator().manual_seed(seed)
+    x = 0.02 * torch.randn(n, 1, 8, 8, generator=g)
+    where = torch.randint(0, 16, (n,), generator=g)  # a patch of the 4×4 grid
+    row, col = where // 4, where % 4
+    for i in range(n):
+        x[i, 0, 2 * row[i] : 2 * row[i] + 2, 2 * col[i] : 2 * col[i] + 2] += 1
+    return x, (col < 2).long()
+
+
+def test_a_tiny_vit_learns_where_a_blob_is():
+    # the label depends on the blob's position only: the patch tokens are
+    # the same wherever it is, so the model must use its position embeddings
+    torch.manual_seed(0)
+    model = VisionTransformer(
+        ViTConfig(8, 2, 1, 1, num_heads=2, hidden_dim=32, mlp_dim=64)
+    )
+    train = torch.utils.data.TensorDataset(*_blob_images(512, 0))
+    val = torch.utils.data.TensorDataset(*_blob_images(256, 1))
+    history = fit(
+        model,
+        torch.utils.data.DataLoader(train, batch_size=32, shuffle=True),
+        torch.optim.Adam(model.parameters(), lr=1e-3),
+        epochs=25,
+        val_loader=torch.utils.data.DataLoader(val, batch_size=256),
+        progress=False,
+    )
+    acc = history["val_acc"]
+    # without positions the class token sees a set of patches: chance (0.5)
+    assert acc[0] < 0.8 and sum(acc[-3:]) / 3 > 0.95, acc
