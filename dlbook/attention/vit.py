@@ -249,13 +249,13 @@ def load_torchvision_weights(
     names = torchvision_names(ours.config.num_layers)
     own = dict(ours.named_parameters())
     theirs = dict(tv_model.named_parameters())
-    missing = sorted(set(names.values()) ^ set(theirs))
-    if missing:
+    differ = sorted(set(names.values()) ^ set(theirs))
+    if differ:
         raise ValueError(
             f"tv_model must have the parameters of a ViT with "
             f"{ours.config.num_layers} layers, a plain head and a "
             f"convolutional patch projection; these names differ: "
-            f"{missing[:5]}"
+            f"{differ[:5]}"
         )
     for mine, their_name in names.items():
         value = theirs[their_name]

@@ -69,7 +69,7 @@ def test_outputs_and_gradients_equal_torchvision():
 def test_outputs_equal_torchvision_in_float32():
     ours, theirs = _pair(torch.float32)
     x = torch.randn(2, 3, 32, 32)
-    torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-5)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-6)
 
 
 def test_a_miscopied_weight_breaks_the_equality():
