@@ -175,9 +175,11 @@ class Block(nn.Module):
         d_ff: the MLP's hidden width (4 d_model in GPT-2).
         dropout: after the attention and after the MLP.
         activation: "relu" or "gelu".
+        eps: the LayerNorms' ε (PyTorch's 1e-5; ViT's is 1e-6).
 
     Shapes:
-        x: (B, T, d_model) → (B, T, d_model).
+        x: (B, T, d_model) → (B, T, d_model). With ``return_weights=True``,
+        also the attention weights (B, n_heads, T, S).
     """
 
     def __init__(
@@ -187,24 +189,31 @@ class Block(nn.Module):
         d_ff: int,
         dropout: float = 0.0,
         activation: str = "gelu",
+        eps: float = 1e-5,
     ):
         super().__init__()
         check_int("d_ff", d_ff, low=1)
         check_probability("dropout", dropout, allow_one=False)
         check_choice("activation", activation, ("relu", "gelu"))
-        self.ln1 = nn.LayerNorm(d_model)
+        self.ln1 = nn.LayerNorm(d_model, eps=eps)
         self.attn = MultiHeadAttention(d_model, n_heads)
-        self.ln2 = nn.LayerNorm(d_model)
+        self.ln2 = nn.LayerNorm(d_model, eps=eps)
         self.fc1 = nn.Linear(d_model, d_ff)
         self.act = nn.ReLU() if activation == "relu" else nn.GELU()
         self.fc2 = nn.Linear(d_ff, d_model)
         self.drop = nn.Dropout(dropout)
 
     def forward(
-        self, x: Tensor, causal: bool = False, cache: dict | None = None
-    ) -> Tensor:
-        x = x + self.drop(self.attn(self.ln1(x), causal, cache))
-        return x + self.drop(self.fc2(self.act(self.fc1(self.ln2(x)))))
+        self,
+        x: Tensor,
+        causal: bool = False,
+        cache: dict | None = None,
+        return_weights: bool = False,
+    ):
+        a, weights = self.attn(self.ln1(x), causal, cache, return_weights=True)
+        x = x + self.drop(a)
+        x = x + self.drop(self.fc2(self.act(self.fc1(self.ln2(x)))))
+        return (x, weights) if return_weights else x
 
 
 @torch.no_grad()

@@ -51,35 +51,6 @@ class ViTConfig:
     dropout: float = 0.0  # after the position embeddings, attention, MLP
 
 
-class EncoderBlock(Block):
-    """A pre-LN block as in ViT: ``Block`` with LayerNorm ε = 1e-6.
-
-    x ← x + MSA(LN₁(x)),    x ← x + W₂ GELU(W₁ LN₂(x))
-
-    (eq. 2 and 3 of Dosovitskiy et al.). ``forward(x, return_attention=
-    True)`` also returns the attention weights (B, heads, T, T).
-    """
-
-    def __init__(
-        self,
-        d_model: int,
-        n_heads: int,
-        d_ff: int,
-        dropout: float = 0.0,
-        eps: float = 1e-6,
-    ):
-        super().__init__(d_model, n_heads, d_ff, dropout, "gelu")
-        # torchvision's ViT uses eps=1e-6 (the JAX original's), not 1e-5
-        self.ln1 = nn.LayerNorm(d_model, eps=eps)
-        self.ln2 = nn.LayerNorm(d_model, eps=eps)
-
-    def forward(self, x: Tensor, return_attention: bool = False):
-        a, weights = self.attn(self.ln1(x), return_weights=True)
-        x = x + self.drop(a)
-        x = x + self.drop(self.fc2(self.act(self.fc1(self.ln2(x)))))
-        return (x, weights) if return_attention else x
-
-
 class VisionTransformer(nn.Module):
     """ViT: patches as tokens, a class token, a Transformer encoder.
 
@@ -129,7 +100,8 @@ class VisionTransformer(nn.Module):
         self.pos_embedding = nn.Parameter(torch.empty(1, n_tokens, D))
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
-            EncoderBlock(D, c.num_heads, c.mlp_dim, c.dropout)
+            # torchvision's ViT uses LayerNorm eps=1e-6 (the JAX original's)
+            Block(D, c.num_heads, c.mlp_dim, c.dropout, "gelu", eps=1e-6)
             for _ in range(c.num_layers)
         )
         self.ln = nn.LayerNorm(D, eps=1e-6)
@@ -177,7 +149,7 @@ class VisionTransformer(nn.Module):
         z = self.drop(z)
         maps = []
         for block in self.blocks:
-            z, weights = block(z, return_attention=True)
+            z, weights = block(z, return_weights=True)
             maps.append(weights)  # (B, heads, N+1, N+1)
         logits = self.head(self.ln(z)[:, 0])  # (B, num_classes)
         return (logits, maps) if return_attention else logits
@@ -327,7 +299,6 @@ def attention_rollout(model: VisionTransformer, x: Tensor) -> Tensor:
 
 
 __all__ = [
-    "EncoderBlock",
     "ViTConfig",
     "VisionTransformer",
     "attention_rollout",
