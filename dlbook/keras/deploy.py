@@ -31,8 +31,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import shutil
-import tempfile
 import threading
 import time
 import urllib.error
@@ -430,13 +428,3 @@ def png_bytes(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")  # uint8 (H, W): "L"
     return buffer.getvalue()
-
-
-@contextlib.contextmanager
-def scratch_dir() -> Iterator[Path]:
-    """A temporary directory, removed with everything in it afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="dlbook-deploy-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
