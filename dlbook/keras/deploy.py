@@ -46,7 +46,12 @@ import numpy as np
 from dlbook.backends import _quiet_stderr
 from dlbook.backends import keras as _keras
 from dlbook.backends import tensorflow as _tensorflow
-from dlbook.checks import check_array, check_choice, check_int
+from dlbook.checks import (
+    check_array,
+    check_choice,
+    check_int,
+    check_nonempty,
+)
 
 tf = _tensorflow()
 keras = _keras()
@@ -283,10 +288,26 @@ class ServeConfig:
     image_size: tuple[int, int] = (28, 28)  # (width, height) taken
     max_bytes: int = 64 * 1024  # larger bodies are refused (413)
     content_types: tuple[str, ...] = ("image/png", "image/jpeg")
+    mode: str = "L"  # PIL's mode the image is converted to: "L" or "RGB"
+
+    def __post_init__(self):
+        check_nonempty("classes", self.classes)
+        check_choice("mode", self.mode, ("L", "RGB"))
+        check_int("max_bytes", self.max_bytes, low=1)
+        if len(self.image_size) != 2:
+            raise ValueError(
+                f"image_size must be (width, height), got {self.image_size!r}"
+            )
+        for v in self.image_size:
+            check_int("image_size", v, low=1)
 
 
 def read_image(data: bytes, cfg: ServeConfig) -> np.ndarray:
-    """An uploaded image as the model's input (1, H, W, 1), float in [0, 1].
+    """An uploaded image as the model's input (1, H, W, C), float in [0, 1].
+
+    C is 1 for ``cfg.mode`` "L" (grey) and 3 for "RGB"; any image PIL reads
+    is converted to that mode (a colour photo to grey, say), but not
+    resized: a model's input size is part of its contract with clients.
 
     Raises:
         RequestError: 400 if ``data`` is empty or not an image, 422 if its
@@ -310,8 +331,8 @@ def read_image(data: bytes, cfg: ServeConfig) -> np.ndarray:
             f"image must be {w}x{h} pixels, got "
             f"{image.size[0]}x{image.size[1]}",
         )
-    pixels = np.asarray(image.convert("L"), np.float32) / 255.0
-    return pixels[None, :, :, None]  # (1, H, W, 1)
+    pixels = np.asarray(image.convert(cfg.mode), np.float32) / 255.0
+    return pixels.reshape(1, *pixels.shape[:2], -1)  # (1, H, W, C)
 
 
 def predict_image(data: bytes, predict: Callable, cfg: ServeConfig) -> dict:
@@ -420,11 +441,18 @@ def post_image(
 
 
 def png_bytes(image: np.ndarray) -> bytes:
-    """A grayscale image (H, W) or (H, W, 1) in [0, 1] as PNG bytes."""
+    """An image (H, W), (H, W, 1) grey or (H, W, 3) RGB, in [0, 1], as a PNG
+    file's bytes."""
     from PIL import Image
 
     check_array("image", image, ndim=(2, 3), floating=True, finite=True)
-    pixels = np.round(np.clip(image.squeeze(), 0, 1) * 255).astype(np.uint8)
+    if image.ndim == 3 and image.shape[2] not in (1, 3):
+        raise ValueError(
+            f"image must have 1 or 3 channels last, got shape {image.shape}"
+        )
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")  # uint8 (H, W): "L"
+    Image.fromarray(pixels).save(buffer, format="PNG")  # mode L or RGB
     return buffer.getvalue()

@@ -180,6 +180,35 @@ def test_read_image_refuses_bad_bodies_with_a_status():
         assert err.value.status == status
 
 
+def test_read_image_converts_to_the_configured_mode():
+    rng = np.random.default_rng(0)
+    rgb = rng.random((6, 5, 3), dtype=np.float32)
+    x = read_image(png_bytes(rgb), ServeConfig(DIGITS, (5, 6), mode="RGB"))
+    assert x.shape == (1, 6, 5, 3)
+    np.testing.assert_allclose(x[0], np.round(rgb * 255) / 255, atol=1e-7)
+    grey = read_image(png_bytes(rgb), ServeConfig(DIGITS, (5, 6)))
+    assert grey.shape == (1, 6, 5, 1)  # PIL's L = 0.299 R + 0.587 G + 0.114 B
+    lum = np.round(rgb * 255) @ np.array([0.299, 0.587, 0.114])
+    np.testing.assert_allclose(grey[0, :, :, 0] * 255, lum, atol=1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(classes=[]), "classes must not be empty"),
+        (dict(classes=DIGITS, mode="CMYK"), "mode must be one of"),
+        (dict(classes=DIGITS, image_size=(28,)), "image_size must be"),
+        (dict(classes=DIGITS, image_size=(28, 0)), "image_size must be"),
+        (dict(classes=DIGITS, max_bytes=0), "max_bytes must be"),
+    ],
+)
+def test_serve_config_refuses_bad_settings(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        ServeConfig(**kwargs)
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        png_bytes(np.zeros((4, 4, 2), np.float32))
+
+
 def test_the_server_answers_real_requests_and_refuses_bad_ones(trained):
     model, x, _, _ = trained
     predict = TFLitePredictor(to_tflite(model))
