@@ -249,6 +249,10 @@ def test_bad_search_settings_are_refused():
         random_search(SPACE, lambda c: 0.0, budget=0)
     with pytest.raises(ValueError, match="reward"):
         reinforce_search(SPACE, lambda c: float("nan"), SearchConfig(budget=2))
+    with pytest.raises(ValueError, match="lr"):
+        ChildConfig(lr=0.0)
+    with pytest.raises(ValueError, match="epochs"):
+        ChildConfig(epochs=0)
 
 
 # --- the child networks, the proxy task and the cache ------------------------
@@ -284,6 +288,14 @@ def tiny_task(space=SPACE):
         y[64:],
         ChildConfig(epochs=3, batch_size=16, lr=1e-2),
     )
+
+
+def test_proxy_task_refuses_mismatched_splits():
+    x, y = torch.rand(8, 1, 12, 12), torch.zeros(8, dtype=torch.long)
+    with pytest.raises(ValueError, match="x_train and y_train"):
+        ProxyTask(SPACE, x, y[:5], x, y)
+    with pytest.raises(ValueError, match="y_val"):
+        ProxyTask(SPACE, x, y, x, y - 1)
 
 
 def test_proxy_task_learns_and_repeats_its_reward():
