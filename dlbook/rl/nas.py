@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlbook.checks import (
+    check_choice,
     check_int,
     check_labels,
     check_nonempty,
@@ -532,13 +533,22 @@ class ProxyTask:
         space: the search space (its decisions are ``child_cnn``'s keys).
         x_train, y_train, x_val, y_val: the two splits.
         cfg: the training of every child.
+        device: where the children train and the resized images are kept
+            (default: the CPU).
 
     Shapes:
         x_train: (N, C, H, W), y_train: (N,); likewise for x_val, y_val.
     """
 
     def __init__(
-        self, space, x_train, y_train, x_val, y_val, cfg=ChildConfig()
+        self,
+        space,
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        cfg=ChildConfig(),
+        device: torch.device | str | None = None,
     ):
         check_tensor("x_train", x_train, ndim=4, floating=True, nonempty=True)
         check_tensor("x_val", x_val, ndim=4, floating=True, nonempty=True)
@@ -548,20 +558,26 @@ class ProxyTask:
         check_labels("y_train", y_train, self.num_classes)
         check_labels("y_val", y_val, self.num_classes)
         self.space, self.cfg = space, cfg
-        self.x_train, self.y_train = x_train, y_train
-        self.x_val, self.y_val = x_val, y_val
+        self.device = torch.device(device if device is not None else "cpu")
+        self.x_train, self.x_val = x_train, x_val
+        self.y_train = y_train.to(self.device)
+        self.y_val = y_val.to(self.device)
         self._resized: dict[tuple[str, int], torch.Tensor] = {}
 
     def images(self, split: str, size: int) -> torch.Tensor:
+        """The ``"train"`` or ``"val"`` images at size × size, on the
+        task's device (resized on first use, then kept)."""
+        check_choice("split", split, ("train", "val"))
         if (split, size) not in self._resized:
             x = self.x_train if split == "train" else self.x_val
-            self._resized[split, size] = resize(x, size)
+            self._resized[split, size] = resize(x, size).to(self.device)
         return self._resized[split, size]
 
     def train(self, arch: Mapping[str, Any]) -> nn.Module:
         """A child trained on the training split."""
         torch.manual_seed(self.cfg.seed)
         model = child_cnn(arch, self.x_train.shape[1], self.num_classes)
+        model.to(self.device)
         x = self.images("train", arch["image_size"])
         gen = torch.Generator().manual_seed(self.cfg.seed)
         batches = TensorBatches(

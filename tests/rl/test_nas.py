@@ -304,6 +304,9 @@ def test_proxy_task_learns_and_repeats_its_reward():
     first = task(code)
     assert first > 0.8  # chance is about 0.5
     assert task(code) == first  # seeded: the same reward every time
+    assert task.images("val", 8).shape == (32, 1, 8, 8)
+    with pytest.raises(ValueError, match="split"):
+        task.images("test", 8)
 
 
 def test_cache_trains_each_architecture_once(monkeypatch):
