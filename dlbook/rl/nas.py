@@ -350,6 +350,12 @@ class SearchConfig:
                 f"{self.controller!r}"
             )
         check_int("seed", self.seed, low=0)
+        if self.entropy_weight > 0 and self.controller != "factorized":
+            raise ValueError(
+                "entropy_weight > 0 needs controller='factorized' (the "
+                "entropy of the LSTM's policy has no closed form here), got "
+                f"controller={self.controller!r}"
+            )
 
 
 @dataclass
@@ -386,9 +392,10 @@ def reinforce_search(
 
     Each round samples ``cfg.batch_size`` codes from the controller, scores
     each with ``reward_fn(code)`` (for instance an ``ArchitectureCache``),
-    and takes one Adam step on ``reinforce_loss`` with the EMA baseline,
-    until ``cfg.budget`` codes have been proposed (the last round may be
-    smaller).
+    and takes one Adam step on ``reinforce_loss`` with the EMA baseline
+    (minus ``cfg.entropy_weight`` times the policy's entropy, which keeps
+    it from settling too early), until ``cfg.budget`` codes have been
+    proposed (the last round may be smaller).
     """
     if not isinstance(space, SearchSpace):
         raise TypeError(
@@ -417,9 +424,7 @@ def reinforce_search(
         result.rewards += rewards
         adv = baseline.advantages(torch.tensor(rewards))
         loss = reinforce_loss(controller.log_prob(codes), adv)
-        if cfg.entropy_weight > 0 and isinstance(
-            controller, FactorizedController
-        ):
+        if cfg.entropy_weight > 0:  # factorized only (SearchConfig checks)
             loss = loss - cfg.entropy_weight * controller.entropy()
         opt.zero_grad()
         loss.backward()

@@ -227,6 +227,23 @@ def test_search_without_learning_does_not_concentrate():
     assert np.mean([c == best for c in result.codes[-80:]]) < 0.15
 
 
+def test_entropy_bonus_keeps_the_policy_spread():
+    space = SearchSpace(
+        dict(a=list(range(4)), b=list(range(3)), c=list(range(3)))
+    )
+    reward = synthetic_reward(space, (2, 0, 1))
+    plain = reinforce_search(space, reward, SearchConfig(budget=200))
+    spread = reinforce_search(
+        space, reward, SearchConfig(budget=200, entropy_weight=1.0)
+    )
+    with torch.no_grad():
+        h_plain = float(plain.controller.entropy())
+        h_spread = float(spread.controller.entropy())
+    assert h_spread > h_plain + 0.5
+    with pytest.raises(ValueError, match="entropy_weight"):
+        SearchConfig(entropy_weight=0.1, controller="lstm")
+
+
 def test_random_search_is_seeded_and_uniform():
     calls = []
     r1 = random_search(SPACE, lambda c: calls.append(c) or 0.0, 600, seed=3)
