@@ -654,8 +654,9 @@ class ArchitectureCache:
     Args:
         evaluate: code -> reward.
         path: a JSON file to keep the results in, or None.
-        settings: plain values that identify the evaluation (the proxy
-            task's data and training settings); saved with the results.
+        settings: plain values that identify the evaluation (the search
+            space, the proxy task's data and training settings); saved
+            with the results.
     """
 
     def __init__(
