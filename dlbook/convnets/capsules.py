@@ -43,6 +43,7 @@ from dlbook.checks import (
     check_same_length,
     check_tensor,
 )
+from dlbook.convnets.cnn import LeNet, LeNetConfig
 from dlbook.convnets.convolution import conv_output_size
 from dlbook.train import accuracy
 
@@ -418,6 +419,70 @@ def predict(
         scores = o.lengths if isinstance(o, CapsNetOutput) else o
         out.append(scores.argmax(1).cpu())
     return torch.cat(out)
+
+
+@torch.no_grad()
+def perturbed_reconstructions(
+    model: CapsNet,
+    pose: Tensor,
+    label: int,
+    dims: Sequence[int],
+    deltas: Sequence[float],
+) -> Tensor:
+    """Decode one class capsule with one dimension moved at a time.
+
+    The paper's figure 4: pose[d] + δ for each d in ``dims`` and δ in
+    ``deltas`` (it used δ from −0.25 to 0.25 in steps of 0.05).
+
+    Shapes:
+        pose: (D',) -> (len(dims), len(deltas), C, H, W)
+    """
+    cfg = model.cfg
+    check_tensor("pose", pose, shape=(cfg.digit_dim,), floating=True)
+    label = check_int("label", label, low=0, high=cfg.num_classes - 1)
+    for d in dims:
+        check_int("dims entries", d, low=0, high=cfg.digit_dim - 1)
+    delta = torch.as_tensor(deltas, dtype=pose.dtype, device=pose.device)
+    check_tensor("deltas", delta, ndim=1, nonempty=True, finite=True)
+    idx = torch.as_tensor(list(dims), dtype=torch.long)
+    k, m = len(idx), len(delta)
+    poses = pose.repeat(k, m, 1)  # (K, M, D')
+    poses[torch.arange(k), :, idx] += delta  # dimension idx[a], all deltas
+    full = poses.new_zeros(k * m, cfg.num_classes, cfg.digit_dim)
+    full[:, label] = poses.view(k * m, -1)
+    labels = torch.full((k * m,), label, dtype=torch.long)
+    model.eval()
+    images = model.reconstruct(full, labels)  # (K·M, C, H, W)
+    return images.view(k, m, *images.shape[1:])
+
+
+# --- the baseline ------------------------------------------------------------
+
+
+def lenet_like(
+    budget: int,
+    channels: tuple[int, int] = (16, 32),
+    dropout: float = 0.25,
+) -> LeNet:
+    """A LeNet with about ``budget`` parameters: dense layers 2h and h wide.
+
+    The convolutional baseline of the robustness experiment: two 5 x 5
+    convolutions with max pooling and dropout, as the paper's baseline had,
+    and the hidden width h whose parameter count is closest to ``budget``.
+    """
+    budget = check_int("budget", budget, low=1)
+    c1, c2 = channels
+    check_int("channels[0]", c1, low=1)
+    check_int("channels[1]", c2, low=1)
+
+    def count(h: int) -> int:
+        conv = c1 * 26 + c2 * (25 * c1 + 1)
+        flat = c2 * 5 * 5  # 28 -> conv pad 2 -> pool -> conv -> pool: 5 x 5
+        return conv + (flat + 1) * 2 * h + (2 * h + 1) * h + (h + 1) * 10
+
+    h = min(range(1, 10_000), key=lambda h: abs(count(h) - budget))
+    return LeNet(LeNetConfig(channels=(c1, c2), hidden=(2 * h, h),
+                             dropout=dropout))
 
 
 # --- affine test digits ------------------------------------------------------

@@ -18,7 +18,9 @@ from dlbook.convnets.capsules import (
     capsule_accuracy,
     dynamic_routing,
     dynamic_routing_loop,
+    lenet_like,
     margin_loss,
+    perturbed_reconstructions,
     predict,
     random_affine,
     squash,
@@ -256,3 +258,27 @@ def test_a_small_capsnet_learns_bar_orientations():
     )
     assert history["train_loss"][-1] < 0.5 * history["train_loss"][0]
     assert (predict(model, xt) == yt).float().mean() > 0.9
+
+
+def test_lenet_like_matches_the_budget():
+    for budget, channels in [(227_136, (16, 32)), (6_804_224, (64, 128))]:
+        model = lenet_like(budget, channels)
+        assert abs(count_parameters(model) - budget) < 0.01 * budget
+        assert model.cfg.channels == channels
+    assert lenet_like(227_136)(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_perturbed_reconstructions_move_one_dimension():
+    torch.manual_seed(0)
+    model = CapsNet(TINY)
+    pose = torch.randn(6)
+    images = perturbed_reconstructions(model, pose, 2, [0, 4], [-0.1, 0, 0.1])
+    assert images.shape == (2, 3, 1, 12, 12)
+    poses = torch.zeros(1, 3, 6)
+    poses[0, 2] = pose
+    poses[0, 2, 4] += 0.1
+    expected = model.reconstruct(poses, torch.tensor([2]))[0]
+    torch.testing.assert_close(images[1, 2], expected)
+    torch.testing.assert_close(images[0, 1], images[1, 1])  # delta 0
+    with pytest.raises(ValueError, match="dims entries must be"):
+        perturbed_reconstructions(model, pose, 2, [6], [0.1])
