@@ -15,6 +15,9 @@ stroke thickness...).
   reconstructs the image from the capsule of one class.
 * ``CapsuleLoss``: the margin loss plus the scaled-down reconstruction loss,
   the ``loss_fn`` of ``dlbook.train.fit``; ``capsule_accuracy`` its metric.
+* ``perturbed_reconstructions``: the paper's figure 4, one capsule dimension
+  moved at a time; ``lenet_like``: a LeNet with a given parameter budget,
+  the CNN baseline.
 * ``affine``/``random_affine``: rotated, scaled, sheared and shifted test
   digits, a home-made version of the paper's affNIST experiment.
 
@@ -30,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import NamedTuple
 
 import torch
@@ -166,12 +170,12 @@ def dynamic_routing_loop(
             v = []
             for j in range(n_out):
                 s = sum(c[i][j] * u_hat[n, i, j] for i in range(n_in))
-                norm2 = float((s * s).sum().detach())
+                norm2 = (s * s).sum().item()
                 v.append(norm2 / (1 + norm2) * s / math.sqrt(norm2 + 1e-8))
             if it < r - 1:
                 for i in range(n_in):
                     for j in range(n_out):
-                        b[i][j] += float((u_hat[n, i, j] * v[j]).sum())
+                        b[i][j] += (u_hat[n, i, j] * v[j]).sum().item()
         vs.append(torch.stack(v))
         cs.append(torch.tensor(c, dtype=u_hat.dtype))
     return torch.stack(vs), torch.stack(cs)
@@ -269,9 +273,11 @@ class CapsNet(nn.Module):
                 f"image_size {size} is too small for two {k} x {k} "
                 "convolutions: the primary capsule grid would be empty"
             )
-        for name in ("decoder",):
-            for width in getattr(cfg, name):
-                check_int(f"{name} widths", width, low=1)
+        for name in ("primary_types", "primary_dim", "digit_dim"):
+            check_int(name, getattr(cfg, name), low=1)
+        check_int("iterations", cfg.iterations, low=1)
+        for width in cfg.decoder:
+            check_int("decoder widths", width, low=1)
         self.cfg = cfg
         self.conv1 = nn.Conv2d(cfg.in_channels, cfg.conv_channels, k)
         self.primary = PrimaryCapsules(
@@ -287,7 +293,7 @@ class CapsNet(nn.Module):
         )
         widths = [cfg.digit_dim * cfg.num_classes, *cfg.decoder]
         layers: list[nn.Module] = []
-        for a, b in zip(widths, widths[1:]):
+        for a, b in pairwise(widths):
             layers += [nn.Linear(a, b), nn.ReLU()]
         pixels = cfg.in_channels * size * size
         self.decoder = nn.Sequential(
@@ -368,7 +374,7 @@ def margin_loss(
 
 
 class CapsuleLoss:
-    """Margin loss + ``weight`` · reconstruction loss, for ``dlbook.train.fit``.
+    """Margin loss + ``weight`` · reconstruction loss: a ``loss_fn`` for fit.
 
     The reconstruction loss is the sum of squared pixel errors of the image
     decoded from the true class's capsule (``CapsNet.reconstruct``); the
@@ -402,9 +408,7 @@ def capsule_accuracy(out: CapsNetOutput, labels: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def predict(
-    model: nn.Module, x: Tensor, batch_size: int = 500
-) -> Tensor:
+def predict(model: nn.Module, x: Tensor, batch_size: int = 500) -> Tensor:
     """Predicted classes of a CapsNet (longest capsule) or a classifier.
 
     In eval mode, ``batch_size`` images at a time, on the model's device.
@@ -481,8 +485,9 @@ def lenet_like(
         return conv + (flat + 1) * 2 * h + (2 * h + 1) * h + (h + 1) * 10
 
     h = min(range(1, 10_000), key=lambda h: abs(count(h) - budget))
-    return LeNet(LeNetConfig(channels=(c1, c2), hidden=(2 * h, h),
-                             dropout=dropout))
+    return LeNet(
+        LeNetConfig(channels=(c1, c2), hidden=(2 * h, h), dropout=dropout)
+    )
 
 
 # --- affine test digits ------------------------------------------------------
