@@ -285,3 +285,26 @@ def test_perturbed_reconstructions_move_one_dimension():
     torch.testing.assert_close(images[0, 1], images[1, 1])  # delta 0
     with pytest.raises(ValueError, match="dims entries must be"):
         perturbed_reconstructions(model, pose, 2, [6], [0.1])
+
+
+def test_accuracy_under_shows_every_model_the_same_images():
+    class Brightest(torch.nn.Module):
+        """Class 1 when the image's centre is brighter than its border."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            centre = x[:, 0, 5:10, 5:10].mean((1, 2))
+            score = centre - x[:, 0].mean((1, 2)) + 0 * self.w
+            return torch.stack([-score, score], 1)
+
+    x = torch.zeros(40, 1, 15, 15)
+    x[:20, :, 6:9, 6:9] = 1.0  # a centred square: class 1
+    x[20:, :, 0:3, 0:3] = 1.0  # a square in the corner: class 0
+    y = torch.tensor([1] * 20 + [0] * 20)
+    ranges = [AffineRanges(), AffineRanges(shift=6.0)]
+    acc = accuracy_under({"a": Brightest(), "b": Brightest()}, x, y, ranges)
+    assert acc["a"] == acc["b"]
+    assert acc["a"][0] == 1.0 and acc["a"][1] < 1.0
