@@ -19,7 +19,11 @@ Checked against (``tests/attention/test_vit.py``):
 copied by ``load_torchvision_weights``: equal outputs and equal gradients
 with respect to the input and to every parameter (float64, eval mode).
 
-Chapter: ``book/attention/vit.md`` (to come).
+The chapter's experiment (a ViT against a CNN of the same size on "is it
+X or not" tasks) uses ``one_against_rest``, ``train_classifier`` (through
+``dlbook.train.fit``) and ``learning_curve``.
+
+Chapter: ``book/attention/vit.md``.
 """
 
 from __future__ import annotations
