@@ -476,7 +476,8 @@ def learning_curve(
     weights), trained by ``train_classifier`` and scored on the test set.
 
     Returns one dict per run: ``model`` (the builder's key), ``n``,
-    ``seed``, ``acc`` and the trained ``net``.
+    ``seed``, ``acc``, the last epoch's ``train_loss`` and the trained
+    ``net``.
     """
     from dlbook.config import seed_everything
     from dlbook.train import TensorBatches, evaluate
@@ -505,11 +506,21 @@ def learning_curve(
             for name, build in builders.items():
                 seed_everything(seed)
                 net = build()
-                train_classifier(
+                history = train_classifier(
                     net, x_train[index], y, settings, augment, seed
                 )
                 acc = evaluate(net, test)["acc"]
-                rows.append(dict(model=name, n=n, seed=seed, acc=acc, net=net))
+                loss = history["train_loss"][-1]
+                rows.append(
+                    dict(
+                        model=name,
+                        n=n,
+                        seed=seed,
+                        acc=acc,
+                        train_loss=loss,
+                        net=net,
+                    )
+                )
     return rows
 
 

@@ -333,5 +333,6 @@ def test_learning_curve_gives_one_row_per_model_size_and_seed():
         (40, 1),
     ]
     assert all(0 <= r["acc"] <= 1 and r["model"] == "a" for r in rows)
+    assert all(r["train_loss"] > 0 for r in rows)
     with pytest.raises(ValueError, match="builders must be a non-empty"):
         learning_curve({}, (x, labels, x, labels), 1, (20,), (0,), None)
