@@ -403,6 +403,7 @@ def train_classifier(
     settings: TrainSettings,
     augment=None,
     seed: int = 0,
+    device: torch.device | str | None = None,
 ):
     """Train ``model`` on (x, y) for ``settings.steps`` steps with ``fit``.
 
@@ -413,7 +414,9 @@ def train_classifier(
     None) draws new views of each batch
     at each step; ``seed`` seeds the batch order and the augmentation's
     draws (the weights are the caller's: seed before building the model).
-    Returns ``fit``'s history.
+    ``device`` (default: where the model is) is where ``fit`` trains; the
+    batches are drawn and augmented on the CPU and moved there. Returns
+    ``fit``'s history.
 
     Shapes:
         x: (N, C, H, W); y: (N,) class labels.
@@ -449,6 +452,7 @@ def train_classifier(
             scheduler=sched,
             scheduler_step="batch",
             metrics={},
+            device=device,
             progress=False,
         )
 
@@ -462,6 +466,7 @@ def learning_curve(
     settings: TrainSettings,
     augment=None,
     test_size: int | None = None,
+    device: torch.device | str | None = None,
 ) -> list[dict]:
     """Test accuracy of each model against the training-set size.
 
@@ -473,7 +478,8 @@ def learning_curve(
     each size n and seed, the training images are a ``one_against_rest``
     draw of n with that seed; each model is built by its builder right
     after ``seed_everything(seed)`` (so the seed fixes its initial
-    weights), trained by ``train_classifier`` and scored on the test set.
+    weights), trained by ``train_classifier`` on ``device`` (default: the
+    CPU) and scored on the test set.
 
     Returns one dict per run: ``model`` (the builder's key), ``n``,
     ``seed``, ``acc``, the last epoch's ``train_loss`` and the trained
@@ -505,9 +511,9 @@ def learning_curve(
             index, y = one_against_rest(y_train, positive, n, seed)
             for name, build in builders.items():
                 seed_everything(seed)
-                net = build()
+                net = build().to(device or "cpu")
                 history = train_classifier(
-                    net, x_train[index], y, settings, augment, seed
+                    net, x_train[index], y, settings, augment, seed, device
                 )
                 acc = evaluate(net, test)["acc"]
                 loss = history["train_loss"][-1]

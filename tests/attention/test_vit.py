@@ -325,6 +325,7 @@ def test_learning_curve_gives_one_row_per_model_size_and_seed():
         seeds=(0, 1),
         settings=TrainSettings(steps=5),
         test_size=60,
+        device="cpu",
     )
     assert [(r["n"], r["seed"]) for r in rows] == [
         (20, 0),
