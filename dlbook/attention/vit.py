@@ -19,7 +19,11 @@ Checked against (``tests/attention/test_vit.py``):
 copied by ``load_torchvision_weights``: equal outputs and equal gradients
 with respect to the input and to every parameter (float64, eval mode).
 
-Chapter: ``book/attention/vit.md`` (to come).
+The chapter's experiment (a ViT against a CNN of the same size on "is it
+X or not" tasks) uses ``one_against_rest``, ``train_classifier`` (through
+``dlbook.train.fit``) and ``learning_curve``.
+
+Chapter: ``book/attention/vit.md``.
 """
 
 from __future__ import annotations
@@ -27,11 +31,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from dlbook.attention.transformer import Block
-from dlbook.checks import check_int, check_probability, check_tensor
+from dlbook.checks import (
+    check_int,
+    check_number,
+    check_probability,
+    check_tensor,
+)
 
 # --- the model ---------------------------------------------------------------
 
@@ -298,11 +308,237 @@ def attention_rollout(model: VisionTransformer, x: Tensor) -> Tensor:
     return row.reshape(len(x), model.grid, model.grid)  # (B, S/p, S/p)
 
 
+# --- the chapter's experiment: "is it X or not" ------------------------------
+
+
+def one_against_rest(
+    y: Tensor, positive: int, n: int, seed: int
+) -> tuple[Tensor, Tensor]:
+    """A class-balanced "is it class ``positive``?" subset of labels ``y``.
+
+    n / 2 examples of ``positive`` (label 1) and n / 2 of the other classes
+    that occur in ``y`` (label 0), the negatives spread over those classes
+    as evenly as possible (the lower labels first get one more); all
+    drawn without replacement by a generator seeded with ``seed``. Each
+    size is its own draw: a larger n does not contain a smaller one.
+
+    Returns:
+        The indices into ``y`` (sorted) and the binary labels, int64.
+
+    Shapes:
+        y: (N,) class labels → indices (n,), labels (n,).
+    """
+    check_tensor("y", y, ndim=1, floating=False, nonempty=True)
+    check_int("positive", positive, low=0)
+    check_int("n", n, low=2)
+    if n % 2:
+        raise ValueError(f"n must be even (half positive), got {n}")
+    check_int("seed", seed, low=0)
+    labels = y.numpy()
+    classes = np.unique(labels)
+    if positive not in classes:
+        raise ValueError(
+            f"positive={positive} is not a class of y, whose classes are "
+            f"{classes.tolist()}"
+        )
+    others = [int(c) for c in classes if c != positive]
+    if not others:
+        raise ValueError("y must hold at least one class besides positive")
+    rng = np.random.default_rng(seed)
+    take = {positive: n // 2}
+    for i, c in enumerate(others):  # the negatives, as even as possible
+        take[c] = n // 2 // len(others) + (i < n // 2 % len(others))
+    picked = []
+    for c, k in take.items():
+        pool = np.flatnonzero(labels == c)
+        if k > len(pool):
+            raise ValueError(
+                f"n={n} needs {k} examples of class {c}, but y holds "
+                f"{len(pool)}"
+            )
+        picked.append(rng.choice(pool, size=k, replace=False))
+    index = torch.from_numpy(np.sort(np.concatenate(picked)))
+    return index, (y[index] == positive).long()
+
+
+def _chain(augment):
+    """One augmentation from None, an augmentation or a sequence of them."""
+    from dlbook.transfer.augmentation import Augmentation
+
+    if augment is None or isinstance(augment, Augmentation):
+        return augment
+    if not isinstance(augment, (list, tuple)) or not all(
+        isinstance(a, Augmentation) for a in augment
+    ):
+        raise TypeError(
+            "augment must be an Augmentation, a list of them or None, got "
+            f"{augment!r}"
+        )
+
+    class Chain(Augmentation):
+        """The augmentations of the list, one after the other."""
+
+        def __call__(self, x, generator=None):
+            for a in augment:
+                x = a(x, generator)
+            return x
+
+    return Chain()
+
+
+@dataclass
+class TrainSettings:
+    """How each model of the comparison is trained (the same for both)."""
+
+    steps: int = 400  # optimizer steps, whatever the training-set size
+    batch_size: int = 32  # images per step
+    lr: float = 1e-3  # AdamW's peak learning rate (cosine decay to 0)
+    weight_decay: float = 0.05  # AdamW's decoupled weight decay
+
+
+def train_classifier(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    settings: TrainSettings,
+    augment=None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+):
+    """Train ``model`` on (x, y) for ``settings.steps`` steps with ``fit``.
+
+    The number of epochs is the one that gives (about) ``steps`` steps, so
+    that a small training set is seen many times and every size gets the
+    same amount of optimization. ``augment`` (an augmentation of
+    ``dlbook.transfer.augmentation``, a list of them applied in turn, or
+    None) draws new views of each batch
+    at each step; ``seed`` seeds the batch order and the augmentation's
+    draws (the weights are the caller's: seed before building the model).
+    ``device`` (default: where the model is) is where ``fit`` trains; the
+    batches are drawn and augmented on the CPU and moved there. Returns
+    ``fit``'s history.
+
+    Shapes:
+        x: (N, C, H, W); y: (N,) class labels.
+    """
+    from dlbook.train import TensorBatches, fit
+    from dlbook.transfer.augmentation import AugmentedLoader
+
+    check_tensor("x", x, ndim=4, floating=True, nonempty=True)
+    check_tensor("y", y, shape=(len(x),), floating=False)
+    s = settings
+    check_int("steps", s.steps, low=1)
+    check_int("batch_size", s.batch_size, low=1)
+    check_number("lr", s.lr, low=0, low_open=True)
+    check_number("weight_decay", s.weight_decay, low=0)
+    check_int("seed", seed, low=0)
+    batches = TensorBatches(
+        x, y, s.batch_size, generator=torch.Generator().manual_seed(seed)
+    )
+    epochs = max(1, round(s.steps / len(batches)))
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=s.lr, weight_decay=s.weight_decay
+    )
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=epochs * len(batches)
+    )
+    with torch.random.fork_rng():  # the draws of augment: from seed
+        torch.manual_seed(seed)
+        return fit(
+            model,
+            AugmentedLoader(batches, _chain(augment)),
+            opt,
+            epochs=epochs,
+            scheduler=sched,
+            scheduler_step="batch",
+            metrics={},
+            device=device,
+            progress=False,
+        )
+
+
+def learning_curve(
+    builders: dict,
+    data: tuple[Tensor, Tensor, Tensor, Tensor],
+    positive: int,
+    sizes,
+    seeds,
+    settings: TrainSettings,
+    augment=None,
+    test_size: int | None = None,
+    device: torch.device | str | None = None,
+) -> list[dict]:
+    """Test accuracy of each model against the training-set size.
+
+    ``data`` is ``(x_train, y_train, x_test, y_test)`` with class labels;
+    the task is "is it class ``positive``?". The test images are a
+    ``one_against_rest`` draw (seed 0) of ``test_size`` images (default:
+    all the positives of the test labels and as many negatives); they are
+    the same for every run. For
+    each size n and seed, the training images are a ``one_against_rest``
+    draw of n with that seed; each model is built by its builder right
+    after ``seed_everything(seed)`` (so the seed fixes its initial
+    weights), trained by ``train_classifier`` on ``device`` (default: the
+    CPU) and scored on the test set.
+
+    Returns one dict per run: ``model`` (the builder's key), ``n``,
+    ``seed``, ``acc``, the last epoch's ``train_loss`` and the trained
+    ``net``.
+    """
+    from dlbook.config import seed_everything
+    from dlbook.train import TensorBatches, evaluate
+
+    if not isinstance(builders, dict) or not builders:
+        raise ValueError(
+            f"builders must be a non-empty dict of name -> model builder, "
+            f"got {builders!r}"
+        )
+    x_train, y_train, x_test, y_test = data
+    check_tensor("x_test", x_test, ndim=4, floating=True, nonempty=True)
+    check_tensor("y_test", y_test, shape=(len(x_test),), floating=False)
+    sizes, seeds = list(sizes), list(seeds)
+    if not sizes or not seeds:
+        raise ValueError(
+            f"sizes and seeds must not be empty, got {sizes} and {seeds}"
+        )
+    if test_size is None:
+        test_size = 2 * int((y_test == positive).sum())
+    index, y_bin = one_against_rest(y_test, positive, test_size, 0)
+    test = TensorBatches(x_test[index], y_bin, 1000, shuffle=False)
+    rows = []
+    for n in sizes:
+        for seed in seeds:
+            index, y = one_against_rest(y_train, positive, n, seed)
+            for name, build in builders.items():
+                seed_everything(seed)
+                net = build().to(device or "cpu")
+                history = train_classifier(
+                    net, x_train[index], y, settings, augment, seed, device
+                )
+                acc = evaluate(net, test)["acc"]
+                loss = history["train_loss"][-1]
+                rows.append(
+                    dict(
+                        model=name,
+                        n=n,
+                        seed=seed,
+                        acc=acc,
+                        train_loss=loss,
+                        net=net,
+                    )
+                )
+    return rows
+
+
 __all__ = [
+    "TrainSettings",
     "ViTConfig",
     "VisionTransformer",
     "attention_rollout",
+    "learning_curve",
     "load_torchvision_weights",
+    "one_against_rest",
     "rollout_matrix",
     "torchvision_names",
+    "train_classifier",
 ]

@@ -6,14 +6,19 @@ from torch import nn
 from torchvision.models import VisionTransformer as TVViT
 
 from dlbook.attention.vit import (
+    TrainSettings,
     VisionTransformer,
     ViTConfig,
     attention_rollout,
+    learning_curve,
     load_torchvision_weights,
+    one_against_rest,
     rollout_matrix,
     torchvision_names,
+    train_classifier,
 )
-from dlbook.train import fit
+from dlbook.train import evaluate, fit
+from dlbook.transfer.augmentation import RandomFlip
 
 # a tiny configuration of both: image 32, patch 8, 2 layers, 2 heads, width 32
 TINY = dict(image_size=32, patch_size=8, num_layers=2, num_heads=2)
@@ -240,3 +245,95 @@ def test_a_tiny_vit_learns_where_a_blob_is():
     acc = history["val_acc"]
     # without positions the class token sees a set of patches: chance (0.5)
     assert acc[0] < 0.8 and sum(acc[-3:]) / 3 > 0.95, acc
+
+
+# --- the chapter's experiment helpers ----------------------------------------
+
+
+def test_one_against_rest_is_balanced_and_spreads_the_negatives():
+    y = torch.arange(10).repeat(30)  # 30 of each class
+    index, label = one_against_rest(y, 6, 40, seed=0)
+    assert len(index) == 40 and (index.diff() > 0).all()  # sorted, unique
+    assert label.sum() == 20 and (y[index][label == 1] == 6).all()
+    counts = torch.bincount(y[index][label == 0], minlength=10)
+    # 20 negatives over 9 classes: 3 for the first two, 2 for the others
+    assert (
+        counts[6] == 0
+        and sorted(counts[counts > 0].tolist()) == [2] * 7 + [3] * 2
+    )
+    again, _ = one_against_rest(y, 6, 40, seed=0)
+    other, _ = one_against_rest(y, 6, 40, seed=1)
+    assert torch.equal(index, again) and not torch.equal(index, other)
+
+
+def test_one_against_rest_refuses_bad_input():
+    y = torch.arange(10).repeat(3)
+    with pytest.raises(ValueError, match="n must be even"):
+        one_against_rest(y, 0, 7, 0)
+    with pytest.raises(ValueError, match="positive=10 is not a class of y"):
+        one_against_rest(y, 10, 8, 0)
+    with pytest.raises(ValueError, match="needs 5 examples of class 2"):
+        one_against_rest(y, 2, 10, 0)
+    with pytest.raises(TypeError, match="y must have an integer dtype"):
+        one_against_rest(y.float(), 2, 4, 0)
+
+
+def _stripes(n, seed):
+    """8×8 images with a bright row (label 0) or a bright column (1)."""
+    g = torch.Generator().manual_seed(seed)
+    x = 0.1 * torch.rand(n, 1, 8, 8, generator=g)
+    y = torch.randint(0, 2, (n,), generator=g)
+    where = torch.randint(0, 8, (n,), generator=g)
+    for i in range(n):
+        if y[i]:
+            x[i, 0, :, where[i]] += 1
+        else:
+            x[i, 0, where[i], :] += 1
+    return x, y
+
+
+def test_train_classifier_learns_and_repeats_itself():
+    x, y = _stripes(256, 0)
+    xt, yt = _stripes(256, 1)
+    settings = TrainSettings(steps=60, batch_size=32, lr=3e-3)
+    cfg = ViTConfig(8, 2, 1, 1, num_heads=2, hidden_dim=16, mlp_dim=32)
+    weights = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = VisionTransformer(cfg)
+        augment = [RandomFlip(0.5), RandomFlip(0.5, "vertical")]
+        history = train_classifier(model, x, y, settings, augment, seed=3)
+        assert len(history) == 8  # 8 batches an epoch: 60 steps ≈ 8 epochs
+        weights.append(torch.cat([p.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=0)
+    acc = evaluate(model, [(xt, yt)])["acc"]
+    assert acc > 0.9, acc  # chance is 0.5; flips keep rows rows
+    with pytest.raises(TypeError, match="augment must be an Augmentation"):
+        train_classifier(model, x, y, settings, augment="flip")
+    with pytest.raises(ValueError, match="steps must be an integer"):
+        train_classifier(model, x, y, TrainSettings(steps=0))
+
+
+def test_learning_curve_gives_one_row_per_model_size_and_seed():
+    x, y = _stripes(200, 0)
+    labels = torch.arange(200) % 4  # four "classes"; class 1 vs the rest
+    rows = learning_curve(
+        {"a": lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 2))},
+        (x, labels, x, labels),
+        positive=1,
+        sizes=(20, 40),
+        seeds=(0, 1),
+        settings=TrainSettings(steps=5),
+        test_size=60,
+        device="cpu",
+    )
+    assert [(r["n"], r["seed"]) for r in rows] == [
+        (20, 0),
+        (20, 1),
+        (40, 0),
+        (40, 1),
+    ]
+    assert all(0 <= r["acc"] <= 1 and r["model"] == "a" for r in rows)
+    assert all(r["train_loss"] > 0 for r in rows)
+    with pytest.raises(ValueError, match="builders must be a non-empty"):
+        learning_curve({}, (x, labels, x, labels), 1, (20,), (0,), None)
