@@ -1,4 +1,4 @@
-"""Training large models: memory, recomputation, precision, parallelism, size.
+"""Training large models: memory, recomputation, precision, parallelism.
 
 The costs of training a Transformer and the standard ways to cut them, on the
 mini-GPT of ``dlbook.attention.transformer``:
@@ -16,16 +16,14 @@ mini-GPT of ``dlbook.attention.transformer``:
   batch that ``DistributedDataParallel`` must reproduce;
 * post-training compression: global magnitude pruning
   (``torch.nn.utils.prune``) and dynamic int8 quantization
-  (``torch.ao.quantization.quantize_dynamic``);
-* scaling: a power law fitted to the validation loss against the parameters.
+  (``torch.ao.quantization.quantize_dynamic``).
 
 Papers: Chen et al. (2016), "Training Deep Nets with Sublinear Memory Cost"
 (checkpointing); Micikevicius et al. (2018), "Mixed Precision Training";
 Rajbhandari et al. (2020), ZeRO (the 16 bytes per parameter of mixed-precision
 Adam, sharding); Korthikanti et al. (2022), "Reducing Activation
 Recomputation in Large Transformer Models" (the activation count); Li et al.
-(2020), "PyTorch Distributed" (DDP); Han et al. (2015) (magnitude pruning);
-Kaplan et al. (2020) and Hoffmann et al. (2022) (scaling laws).
+(2020), "PyTorch Distributed" (DDP); Han et al. (2015) (magnitude pruning).
 
 Checked against (``tests/attention/test_large_models.py``): the activation
 formula equals the bytes autograd saves; checkpointed gradients equal plain
@@ -40,17 +38,14 @@ import contextlib
 import ctypes
 import gc
 import io
-import math
 import os
 import socket
 import subprocess
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -94,13 +89,13 @@ def gpt_activation_bytes(config: GPTConfig, batch: int, T: int) -> int:
     """Bytes autograd keeps from the forward pass of ``GPT`` plus its loss.
 
     Per block (float32, B·T tokens of width d, h heads), the backward pass
-    needs 16 B·T·d values: the block input and the LayerNorm outputs (2 + 2),
-    the queries, keys and values (3), the heads' output before the
-    projection (1), the residual stream before the second LayerNorm (1, its
-    output counted above), the MLP's hidden layer before and after GELU
-    (4 + 4), minus nothing: 1 + 1 + 3 + 1 + 1 + 1 + 4 + 4 = 16. Plus the
-    softmax output, B·h·T² values (the T² term of attention), the LayerNorms'
-    means and inverse deviations (4 B·T) and the causal mask (T² booleans).
+    needs 16 B·T·d values: the block's input and the first LayerNorm's
+    output (1 + 1), the queries, keys and values (3), the heads' output
+    before the projection (1), the residual stream and the second
+    LayerNorm's output (1 + 1), and the MLP's hidden layer before and after
+    GELU (4 + 4). Plus the softmax output, B·h·T² values (the T² term of
+    attention), the LayerNorms' means and inverse deviations (4 B·T) and the
+    causal mask (T² booleans).
     Outside the blocks: the final LayerNorm's input and output (2 B·T·d and
     2 B·T), the log-softmax of the logits (B·T·V), the token ids and targets
     (two int64 B·T) and the loss. Dropout must be off (its masks would add).
@@ -169,7 +164,9 @@ class PeakMemory:
 
     def __enter__(self) -> PeakMemory:
         if not os.path.exists("/proc/self/clear_refs"):
-            raise RuntimeError("PeakMemory needs Linux's /proc/self/clear_refs")
+            raise RuntimeError(
+                "PeakMemory needs Linux's /proc/self/clear_refs"
+            )
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, 65536)  # M_MMAP_THRESHOLD: fixed, not adaptive
         gc.collect()
@@ -233,7 +230,7 @@ def measure_training_memory(
     }
 
 
-# --- gradient checkpointing and mixed precision --------------------------------
+# --- gradient checkpointing and mixed precision ----------------------------
 
 
 class Checkpointed(nn.Module):
@@ -303,7 +300,7 @@ class Autocast(nn.Module):
 def synthetic_batches(
     vocab_size: int, batch: int, T: int, steps: int, seed: int = 0
 ) -> list[tuple[Tensor, Tensor]]:
-    """``steps`` global batches of random ids (x, y), the same on every rank."""
+    """``steps`` global batches of random ids (x, y), same on every rank."""
     check_int("steps", steps, low=1)
     check_int("batch", batch, low=1)
     g = torch.Generator().manual_seed(seed)
@@ -468,45 +465,12 @@ def serialized_bytes(model: nn.Module) -> int:
     return buffer.getbuffer().nbytes
 
 
-# --- scaling -----------------------------------------------------------------
-
-
-@dataclass
-class PowerLaw:
-    """L(N) = a · N^(−alpha), fitted by least squares on log L and log N."""
-
-    a: float  # the loss at N = 1 (an extrapolation, not a measurement)
-    alpha: float  # how fast the loss falls with N
-
-    def __call__(self, n):
-        return self.a * np.asarray(n, dtype=float) ** -self.alpha
-
-
-def fit_power_law(n_params: Sequence[float], losses: Sequence[float]):
-    """Fit ``PowerLaw`` to (N, loss) pairs: a line in log-log coordinates."""
-    n = np.asarray(n_params, dtype=float)
-    loss = np.asarray(losses, dtype=float)
-    if n.shape != loss.shape or n.ndim != 1 or len(n) < 2:
-        raise ValueError(
-            f"n_params and losses must be 1-d of one length >= 2, got shapes "
-            f"{n.shape} and {loss.shape}"
-        )
-    if not (np.all(np.isfinite(n)) and np.all(n > 0)):
-        raise ValueError(f"n_params must be finite and > 0, got {n}")
-    if not (np.all(np.isfinite(loss)) and np.all(loss > 0)):
-        raise ValueError(f"losses must be finite and > 0, got {loss}")
-    slope, intercept = np.polyfit(np.log(n), np.log(loss), 1)
-    return PowerLaw(a=math.exp(intercept), alpha=-slope)
-
-
 __all__ = [
     "Autocast",
     "Checkpointed",
     "DTYPES",
     "PeakMemory",
     "PortTakenError",
-    "PowerLaw",
-    "fit_power_law",
     "free_port",
     "gpt_activation_bytes",
     "linear_layers",

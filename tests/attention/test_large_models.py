@@ -1,7 +1,6 @@
 import math
 import socket
 
-import numpy as np
 import pytest
 import torch
 
@@ -10,7 +9,6 @@ from dlbook.attention.large_models import (
     Checkpointed,
     PeakMemory,
     PortTakenError,
-    fit_power_law,
     free_port,
     gpt_activation_bytes,
     lm_loss,
@@ -86,7 +84,7 @@ def test_checkpointing_keeps_gradients_and_saves_activations():
     model.zero_grad()
     ck = Checkpointed(model)
     lm_loss(ck(x), y).backward()
-    for g, p in zip(plain, model.parameters()):
+    for g, p in zip(plain, model.parameters(), strict=True):
         torch.testing.assert_close(p.grad, g, rtol=0, atol=1e-7)
     assert saved_tensor_bytes(ck, x, y) < 0.5 * saved_tensor_bytes(model, x, y)
     with pytest.raises(TypeError, match="gpt must be a GPT"):
@@ -117,7 +115,7 @@ def test_ddp_on_two_processes_equals_one_process_on_the_whole_batch(tmp_path):
     batches = synthetic_batches(V, B, T, steps)
     model, grads = reference_training(cfg, batches, 1e-3, torch.float64)
     for r in ranks:
-        for g, ref in zip(r["grads"], grads):
+        for g, ref in zip(r["grads"], grads, strict=True):
             torch.testing.assert_close(g, ref, rtol=0, atol=1e-12)
         for k, v in model.state_dict().items():
             torch.testing.assert_close(r["state"][k], v, rtol=0, atol=1e-12)
@@ -174,15 +172,3 @@ def test_int8_quantization_is_smaller_and_close():
         p, pq = model(x).softmax(-1), q(x).softmax(-1)
     assert (p - pq).abs().max() < 0.02
     assert isinstance(model.blocks[0].fc1, torch.nn.Linear)  # not in place
-
-
-def test_power_law_fit_recovers_a_law_and_rejects_bad_input():
-    n = np.array([1e3, 1e4, 1e5])
-    law = fit_power_law(n, 5.0 * n**-0.1)
-    assert law.a == pytest.approx(5.0) and law.alpha == pytest.approx(0.1)
-    with pytest.raises(ValueError, match="n_params"):
-        fit_power_law([0, 1], [1, 1])
-    with pytest.raises(ValueError, match="losses"):
-        fit_power_law([1, 2], [1, math.nan])
-    with pytest.raises(ValueError, match="one length"):
-        fit_power_law([1, 2, 3], [1, 2])
