@@ -1,4 +1,4 @@
-"""Training large models: memory, recomputation, precision, parallelism.
+"""Training large models: memory, recomputation, precision, parallelism, size.
 
 The costs of training a Transformer and the standard ways to cut them, on the
 mini-GPT of ``dlbook.attention.transformer``:
@@ -16,14 +16,16 @@ mini-GPT of ``dlbook.attention.transformer``:
   batch that ``DistributedDataParallel`` must reproduce;
 * post-training compression: global magnitude pruning
   (``torch.nn.utils.prune``) and dynamic int8 quantization
-  (``torch.ao.quantization.quantize_dynamic``).
+  (``torch.ao.quantization.quantize_dynamic``);
+* scaling: a power law fitted to the validation loss against the parameters.
 
 Papers: Chen et al. (2016), "Training Deep Nets with Sublinear Memory Cost"
 (checkpointing); Micikevicius et al. (2018), "Mixed Precision Training";
 Rajbhandari et al. (2020), ZeRO (the 16 bytes per parameter of mixed-precision
 Adam, sharding); Korthikanti et al. (2022), "Reducing Activation
 Recomputation in Large Transformer Models" (the activation count); Li et al.
-(2020), "PyTorch Distributed" (DDP); Han et al. (2015) (magnitude pruning).
+(2020), "PyTorch Distributed" (DDP); Han et al. (2015) (magnitude pruning);
+Kaplan et al. (2020) and Hoffmann et al. (2022) (scaling laws).
 
 Checked against (``tests/attention/test_large_models.py``): the activation
 formula equals the bytes autograd saves; checkpointed gradients equal plain
@@ -38,14 +40,17 @@ import contextlib
 import ctypes
 import gc
 import io
+import math
 import os
 import socket
 import subprocess
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -472,12 +477,45 @@ def serialized_bytes(model: nn.Module) -> int:
     return buffer.getbuffer().nbytes
 
 
+# --- scaling -----------------------------------------------------------------
+
+
+@dataclass
+class PowerLaw:
+    """L(N) = a · N^(−alpha), fitted by least squares on log L and log N."""
+
+    a: float  # the loss at N = 1 (an extrapolation, not a measurement)
+    alpha: float  # how fast the loss falls with N
+
+    def __call__(self, n):
+        return self.a * np.asarray(n, dtype=float) ** -self.alpha
+
+
+def fit_power_law(n_params: Sequence[float], losses: Sequence[float]):
+    """Fit ``PowerLaw`` to (N, loss) pairs: a line in log-log coordinates."""
+    n = np.asarray(n_params, dtype=float)
+    loss = np.asarray(losses, dtype=float)
+    if n.shape != loss.shape or n.ndim != 1 or len(n) < 2:
+        raise ValueError(
+            f"n_params and losses must be 1-d of one length >= 2, got shapes "
+            f"{n.shape} and {loss.shape}"
+        )
+    if not (np.all(np.isfinite(n)) and np.all(n > 0)):
+        raise ValueError(f"n_params must be finite and > 0, got {n}")
+    if not (np.all(np.isfinite(loss)) and np.all(loss > 0)):
+        raise ValueError(f"losses must be finite and > 0, got {loss}")
+    slope, intercept = np.polyfit(np.log(n), np.log(loss), 1)
+    return PowerLaw(a=math.exp(intercept), alpha=-slope)
+
+
 __all__ = [
     "Autocast",
     "Checkpointed",
     "DTYPES",
     "PeakMemory",
     "PortTakenError",
+    "PowerLaw",
+    "fit_power_law",
     "free_port",
     "gpt_activation_bytes",
     "linear_layers",

@@ -1,6 +1,7 @@
 import math
 import socket
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,6 +10,7 @@ from dlbook.attention.large_models import (
     Checkpointed,
     PeakMemory,
     PortTakenError,
+    fit_power_law,
     free_port,
     gpt_activation_bytes,
     lm_loss,
@@ -172,3 +174,15 @@ def test_int8_quantization_is_smaller_and_close():
         p, pq = model(x).softmax(-1), q(x).softmax(-1)
     assert (p - pq).abs().max() < 0.02
     assert isinstance(model.blocks[0].fc1, torch.nn.Linear)  # not in place
+
+
+def test_power_law_fit_recovers_a_law_and_rejects_bad_input():
+    n = np.array([1e3, 1e4, 1e5])
+    law = fit_power_law(n, 5.0 * n**-0.1)
+    assert law.a == pytest.approx(5.0) and law.alpha == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="n_params"):
+        fit_power_law([0, 1], [1, 1])
+    with pytest.raises(ValueError, match="losses"):
+        fit_power_law([1, 2], [1, math.nan])
+    with pytest.raises(ValueError, match="one length"):
+        fit_power_law([1, 2, 3], [1, 2])
