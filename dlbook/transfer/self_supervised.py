@@ -46,7 +46,7 @@ from dlbook.convnets.architectures import (
     CifarResNetConfig,
     resnet18,
 )
-from dlbook.train import fit
+from dlbook.train import TensorBatches, fit
 from dlbook.transfer.augmentation import (
     Augmentation,
     ColorJitter,
@@ -312,6 +312,34 @@ def nt_xent(
     return F.cross_entropy(s, positive)
 
 
+def negative_weights(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5
+) -> torch.Tensor:
+    """How NT-Xent's push on view i is shared among its 2N - 2 negatives.
+
+    The gradient of l_i with respect to u_i is (sum_k w_ik u_k - u_p) / τ
+    with w_ik the softmax of eq. (1); over the negatives k, the weights
+    exp(s_ik) / sum_negatives exp(s_ik) say which of them the loss pushes
+    away hardest. Row i holds them, with 0 at i and at its partner.
+
+    Shapes:
+        z1, z2: (N, D) -> (2N, 2N), each row summing to 1
+    """
+    tau = check_number("temperature", temperature, low=0, low_open=True)
+    check_tensor("z1", z1, ndim=2, floating=True)
+    check_same_shape(z1=z1, z2=z2)
+    n = len(z1)
+    if n < 2:
+        raise ValueError(f"z1 and z2 must hold at least 2 images, got {n}")
+    u = F.normalize(torch.cat([z1, z2]), dim=1)  # (2N, D)
+    s = u @ u.T / tau  # (2N, 2N)
+    i = torch.arange(2 * n, device=u.device)
+    mask = torch.zeros_like(s, dtype=torch.bool)
+    mask[i, i] = True
+    mask[i, i.roll(n)] = True  # the partner is no negative
+    return s.masked_fill(mask, float("-inf")).softmax(dim=1)
+
+
 class NTXentLoss:
     """`nt_xent` as ``fit``'s ``loss_fn(output, target)``.
 
@@ -465,6 +493,39 @@ def pretrain_rotation(
     return model.eval(), history
 
 
+def train_supervised(
+    encoder: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: PretrainConfig | None = None,
+    device: torch.device | str | None = None,
+):
+    """The reference: ``encoder`` and a linear layer trained on labels.
+
+    The same backbone and images as the self-supervised runs, with every
+    image's label; returns the model (in eval mode) and its ``History``.
+
+    Shapes:
+        x: (N, C, H, W); y: (N,) integers 0 ... C-1
+    """
+    cfg = PretrainConfig() if cfg is None else cfg
+    check_images("x", x)
+    check_tensor("y", y, shape=(len(x),), floating=False)
+    torch.manual_seed(cfg.seed)
+    classes = int(y.max()) + 1
+    model = nn.Sequential(encoder, nn.Linear(encoder.out_features, classes))
+    g = torch.Generator().manual_seed(cfg.seed)
+    history = fit(
+        model,
+        TensorBatches(x, y, cfg.batch_size, generator=g),
+        _adam(model, cfg),
+        epochs=cfg.epochs,
+        device=device,
+        progress=False,
+    )
+    return model.eval(), history
+
+
 # --- judging a frozen encoder -----------------------------------------------
 
 
@@ -571,3 +632,38 @@ def view_geometry(
         "alignment": alignment(z[:, 0], z[:, 1]).item(),
         "uniformity": uniformity(z[:, 0]).item(),
     }
+
+
+@torch.no_grad()
+def imagenet_features(
+    net, x: torch.Tensor, size: int, batch_size: int = 100
+) -> torch.Tensor:
+    """EfficientNet-Lite0's pooled head features of small images.
+
+    Each image is resized to ``size`` (bilinear, antialiased), grey images
+    are repeated on the three colour channels, and the result is normalised
+    as the network was trained (see the transfer-learning chapter).
+
+    Args:
+        net: ``dlbook.pretrained.efficientnet_lite0()``.
+        x: images (N, 1 or 3, H, W) in [0, 1].
+        size: the side the network sees, pixels.
+
+    Shapes:
+        x: (N, C, H, W) -> (N, 1280), on the CPU
+    """
+    from dlbook.transfer.transfer_learning import backbone_stages
+
+    check_images("x", x)
+    size = check_int("size", size, low=32)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    device = next(net.model.parameters()).device
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size].to(device)
+        xb = F.interpolate(
+            xb, size=size, mode="bilinear", antialias=True, align_corners=False
+        ).clamp(0, 1)
+        xb = net.normalize(xb.expand(-1, 3, -1, -1))  # grey -> RGB
+        out.append(backbone_stages(net.model, xb)["head"].cpu())
+    return torch.cat(out)

@@ -27,6 +27,7 @@ from dlbook.transfer.self_supervised import (
     alignment,
     encode,
     knn_accuracy,
+    negative_weights,
     nt_xent,
     pretrain_rotation,
     pretrain_simclr,
@@ -251,3 +252,22 @@ def test_rotation_pretraining_learns_the_turns():
     with torch.no_grad():
         acc = (model(r).argmax(1) == t).float().mean()
     assert acc > 0.9, acc
+
+
+def test_negative_weights_are_the_softmax_over_negatives():
+    z1, z2 = pair(5, 4, seed=7)
+    w = negative_weights(z1, z2, 0.3)
+    assert w.shape == (10, 10)
+    assert_close(w.sum(1), torch.ones(10, dtype=torch.float64))
+    i = torch.arange(10)
+    assert (w[i, i] == 0).all() and (w[i, i.roll(5)] == 0).all()
+    u = torch.nn.functional.normalize(torch.cat([z1, z2]), dim=1)
+    e = torch.exp(u[0] @ u.T / 0.3)
+    e[0] = e[5] = 0
+    assert_close(w[0], e / e.sum())
+    # a lower temperature puts more weight on the hardest negative
+    assert (
+        w.max(1).values.mean() > negative_weights(z1, z2, 3).max(1)[0].mean()
+    )
+    with pytest.raises(ValueError, match="temperature"):
+        negative_weights(z1, z2, 0)
