@@ -255,6 +255,12 @@ class SimCLR(nn.Module):
         hidden_dim: int | None = None,
     ):
         super().__init__()
+        if not hasattr(encoder, "out_features"):
+            raise TypeError(
+                "encoder must have an out_features attribute (the size of h), "
+                "as small_resnet and cifar_resnet18 set; "
+                f"{type(encoder).__name__} has none"
+            )
         d = check_int("encoder.out_features", encoder.out_features, low=1)
         hidden = d if hidden_dim is None else hidden_dim
         hidden = check_int("hidden_dim", hidden, low=1)

@@ -166,6 +166,8 @@ def test_simclr_shapes_and_two_view_batches():
     assert model(v).shape == (4, 2, 6)
     with pytest.raises(ValueError, match="x"):
         model(v[:, 0])  # one view: not (B, 2, C, H, W)
+    with pytest.raises(TypeError, match="out_features"):
+        SimCLR(torch.nn.Conv2d(1, 4, 3))
     with pytest.raises(ValueError, match="batch_size"):
         TwoViewBatches(x, 1, simclr_views(28))
     with pytest.raises(ValueError, match="batch_size"):
