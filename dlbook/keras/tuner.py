@@ -118,9 +118,9 @@ def make_tuner(kind: str, *, trials: int, epochs: int, seed: int,
 
     ``random`` and ``bayesian`` run ``trials`` trials of ``epochs`` epochs;
     ``bayesian`` starts from ``max(2, trials // 3)`` random points. Hyperband
-    has no trial count: it runs brackets of successive halving (factor 3) up
-    to ``epochs`` epochs per model; :func:`trials_frame` counts what it
-    trained.
+    has no trial count: it runs brackets of successive halving (factor 2:
+    the better half of the models continue for twice the epochs) up to
+    ``epochs`` epochs per model; ``trials_frame`` counts what it trained.
     """
     import keras_tuner as kt
 
@@ -135,7 +135,7 @@ def make_tuner(kind: str, *, trials: int, epochs: int, seed: int,
         return kt.BayesianOptimization(
             build, max_trials=trials, num_initial_points=max(2, trials // 3),
             **common)
-    return kt.Hyperband(build, max_epochs=epochs, factor=3, **common)
+    return kt.Hyperband(build, max_epochs=epochs, factor=2, **common)
 
 
 def trials_frame(tuner, epochs: int) -> pd.DataFrame:
