@@ -11,8 +11,12 @@
 * :mod:`dlbook.rl.ppo`: PPO's clipped objective, advantage normalization,
   minibatch epochs, a Gaussian policy for continuous actions, and SB3's PPO
   with the same settings.
+* :mod:`dlbook.rl.ddpg`: DDPG's deterministic policy gradient, Polyak target
+  updates, tanh-bounded actions and Gaussian exploration; TD3's clipped double
+  Q, delayed actor updates and target smoothing as three config fields; SB3's
+  DDPG and TD3 with the same settings.
 
-Chapters: ``book/rl/`` (DQN, policy gradients and PPO so far; DDPG and the
-architecture-search controller are issue 20's open work).
+Chapters: ``book/rl/`` (DQN, policy gradients, PPO and DDPG so far; the
+architecture-search controller is issue 20's open work).
 Tests: ``tests/rl/``.
 """

@@ -22,10 +22,12 @@ sit in one ``ReplayBuffer`` side by side, and each has its own environment.
 The training loop is written here, not with ``dlbook.train.fit``: acting and
 learning interleave step by step.
 
-Reference: stable-baselines3's ``DDPG`` and ``TD3`` (``sb3_ddpg`` trains
-them with the same settings); the chapter ``book/rl/ddpg.md`` compares them
-on Pendulum-v1. The losses, the soft update and the action scaling are
-checked against hand-computed values in ``tests/rl/test_ddpg.py``.
+Reference: stable-baselines3's ``DDPG`` and ``TD3``. ``sb3_update_gap``
+checks that our update equals theirs from the same weights on the same
+minibatch; ``sb3_ddpg`` trains them with the same settings, and the chapter
+``book/rl/ddpg.md`` compares both on Pendulum-v1. The losses, the soft
+update and the action scaling are checked against hand-computed values in
+``tests/rl/test_ddpg.py``.
 """
 
 from __future__ import annotations
@@ -118,7 +120,9 @@ class Critics(nn.Module):
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         x = torch.cat([obs, action], dim=-1)  # (N, B, obs_dim + act_dim)
         n, b = x.shape[:2]
-        q = self.net(x.repeat(self.n_critics, 1, 1))  # (K N, B, 1)
+        if self.n_critics > 1:
+            x = x.repeat(self.n_critics, 1, 1)  # (K N, B, obs + act)
+        q = self.net(x)  # (K N, B, 1)
         return q.view(self.n_critics, n, b)
 
 
@@ -174,8 +178,12 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging θ' ← τ θ + (1 − τ) θ' of every parameter; τ = 1
     copies the source (DQN's hard update)."""
     tau = check_number("tau", tau, low=0.0, high=1.0, low_open=True)
-    for t, s in zip(target.parameters(), source.parameters(), strict=True):
-        t.lerp_(s, tau)  # t + τ (s − t)
+    targets, sources = list(target.parameters()), list(source.parameters())
+    if len(targets) != len(sources):
+        raise ValueError(
+            f"target has {len(targets)} parameters, source {len(sources)}"
+        )
+    torch._foreach_lerp_(targets, sources, tau)  # t + τ (s − t), fused
 
 
 # --- training ----------------------------------------------------------------
@@ -305,8 +313,9 @@ def train_ddpg(
     actor_t = copy.deepcopy(actor).requires_grad_(False)
     critics_t = copy.deepcopy(critics).requires_grad_(False)
     optimizers = (
-        torch.optim.Adam(actor.parameters(), lr=cfg.actor_lr),
-        torch.optim.Adam(critics.parameters(), lr=cfg.critic_lr),
+        # foreach: one fused call per step for all parameters (speed only)
+        torch.optim.Adam(actor.parameters(), lr=cfg.actor_lr, foreach=True),
+        torch.optim.Adam(critics.parameters(), lr=cfg.critic_lr, foreach=True),
     )
     buffer = ReplayBuffer(
         cfg.buffer_size,
@@ -441,3 +450,137 @@ def sb3_ddpg(
     return model, [
         (int(s), float(r)) for s, r in zip(ends, returns, strict=True)
     ]
+
+
+def _linears(net: nn.Module) -> list[nn.Linear]:
+    return [m for m in net.modules() if isinstance(m, nn.Linear)]
+
+
+def _copy_linears(dst: QEnsemble, index: int, layers: list[nn.Linear]):
+    """Agent ``index`` of a ``QEnsemble`` := the MLP of ``layers``."""
+    if len(layers) != len(dst.weights):
+        raise ValueError(
+            f"expected {len(dst.weights)} linear layers, got {len(layers)}"
+        )
+    with torch.no_grad():
+        for w, b, layer in zip(dst.weights, dst.biases, layers, strict=True):
+            w[index].copy_(layer.weight.T)  # nn.Linear stores (out, in)
+            b[index, 0].copy_(layer.bias)
+
+
+def nets_from_sb3(model) -> tuple[Actor, Critics, Actor, Critics]:
+    """Our actor, critics and their targets (one agent) holding the weights
+    of a stable-baselines3 ``DDPG`` or ``TD3`` model, to compare updates."""
+    actor_sb3, critic_sb3 = model.actor, model.critic
+    linears = _linears(actor_sb3.mu)
+    obs_dim, act_dim = linears[0].in_features, linears[-1].out_features
+    hidden = [layer.out_features for layer in linears[:-1]]
+    k = len(critic_sb3.q_networks)
+    nets = []
+    for sb3_actor, sb3_critic in (
+        (actor_sb3, critic_sb3),
+        (model.actor_target, model.critic_target),
+    ):
+        actor = Actor(1, obs_dim, act_dim, hidden)
+        critics = Critics(1, k, obs_dim, act_dim, hidden)
+        _copy_linears(actor.net, 0, _linears(sb3_actor.mu))
+        for i, q_net in enumerate(sb3_critic.q_networks):
+            _copy_linears(critics.net, i, _linears(q_net))  # index k N + n
+        nets += [actor, critics]
+    actor, critics, actor_t, critics_t = nets
+    return (
+        actor,
+        critics,
+        actor_t.requires_grad_(False),
+        critics_t.requires_grad_(False),
+    )
+
+
+def sb3_update_gap(
+    cfg: DDPGConfig,
+    n_updates: int = 3,
+    seed: int = 0,
+    ours_cfg: DDPGConfig | None = None,
+) -> float:
+    """How far our updates are from stable-baselines3's: from the same
+    weights, ``n_updates`` updates on the same random Pendulum-sized
+    minibatch, then the largest of the differences between any two
+    parameters (actors, critics and their targets) and the relative
+    difference of the mean critic losses.
+
+    Both are needed: Adam's first steps move each parameter by about the
+    learning rate whatever the gradient's size, so equal parameters alone
+    would not show a wrong target; the loss does.
+
+    SB3's model is built from ``cfg``, our update uses ``ours_cfg`` (default
+    ``cfg``). Target smoothing draws random noise, which the two draw
+    differently, so ``cfg.target_noise`` must be 0.
+    """
+    cfg.check()
+    ours_cfg = cfg if ours_cfg is None else ours_cfg
+    ours_cfg.check()
+    if cfg.target_noise != 0 or ours_cfg.target_noise != 0:
+        raise ValueError(
+            "cfg.target_noise must be 0 (random smoothing noise cannot be "
+            f"compared), got {cfg.target_noise}"
+        )
+    n_updates = check_int("n_updates", n_updates, low=1)
+    sb3 = import_stable_baselines3()  # first: it hides TensorBoard
+    from stable_baselines3.common.logger import Logger
+    from stable_baselines3.common.type_aliases import ReplayBufferSamples
+
+    td3 = cfg.n_critics > 1 or cfg.policy_delay > 1
+    model = (sb3.TD3 if td3 else sb3.DDPG)(
+        "MlpPolicy",
+        gym.make("Pendulum-v1"),
+        learning_rate=cfg.actor_lr,
+        batch_size=cfg.batch_size,
+        tau=cfg.tau,
+        gamma=cfg.gamma,
+        policy_kwargs=dict(net_arch=list(cfg.hidden), n_critics=cfg.n_critics),
+        seed=seed,
+        device="cpu",
+        **(
+            dict(policy_delay=cfg.policy_delay, target_policy_noise=0.0)
+            if td3
+            else {}
+        ),
+    )
+    model.set_logger(Logger(None, []))
+    nets = nets_from_sb3(model)
+    g = torch.Generator().manual_seed(seed)
+    b = cfg.batch_size
+    obs, next_obs = torch.randn(2, b, 3, generator=g)
+    action = torch.rand(b, 1, generator=g) * 2 - 1  # tanh units
+    reward = -10 * torch.rand(b, generator=g)
+    done = (torch.rand(b, generator=g) < 0.3).float()
+    samples = ReplayBufferSamples(
+        obs, action, next_obs, done[:, None], reward[:, None]
+    )
+    model.replay_buffer.sample = lambda *args, **kwargs: samples
+    model.train(gradient_steps=n_updates, batch_size=b)
+    batch = dict(
+        obs=obs[None],
+        action=action[None],
+        next_obs=next_obs[None],
+        reward=reward[None],
+        terminated=done[None],
+    )
+    optimizers = (
+        torch.optim.Adam(nets[0].parameters(), lr=ours_cfg.actor_lr),
+        torch.optim.Adam(nets[1].parameters(), lr=ours_cfg.critic_lr),
+    )
+    losses = []
+    for step in range(1, n_updates + 1):
+        delay = ours_cfg.policy_delay
+        losses.append(
+            ddpg_update(
+                nets, optimizers, batch, ours_cfg, step % delay == 0, g
+            ).item()
+        )
+    theirs = model.logger.name_to_value["train/critic_loss"]
+    gap = abs(np.mean(losses) - theirs) / max(1.0, abs(theirs))
+    for ours, theirs in zip(nets, nets_from_sb3(model), strict=True):
+        for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+            gap = max(gap, (p - q).abs().max().item())
+    return float(gap)

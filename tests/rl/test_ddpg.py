@@ -20,6 +20,7 @@ from dlbook.rl.ddpg import (
     critic_target,
     evaluate_actors,
     sb3_ddpg,
+    sb3_update_gap,
     scale_action,
     soft_update,
     target_action,
@@ -217,3 +218,25 @@ def test_sb3_gets_our_settings():
     assert (model.policy_delay, model.target_policy_noise) == (2, 0.2)
     assert model.critic.n_critics == 2 and model.batch_size == 32
     assert model.actor.mu[0].out_features == 16
+
+
+# --- one update equals stable-baselines3's -----------------------------------
+
+
+@pytest.mark.parametrize("td3", [False, True])
+def test_updates_equal_sb3s_on_the_same_batch(td3):
+    cfg = DDPGConfig(batch_size=16, hidden=(8, 8), gamma=0.9, tau=0.1)
+    if td3:  # clipped double Q and the delay; smoothing noise is random
+        cfg = replace(td3_config(cfg), target_noise=0.0)
+    assert sb3_update_gap(cfg, n_updates=3) < 1e-5
+    # the comparison sees a wrong discount, or a missing delay
+    wrong = replace(cfg, gamma=0.5)
+    assert sb3_update_gap(cfg, n_updates=3, ours_cfg=wrong) > 1e-4
+    if td3:
+        wrong = replace(cfg, policy_delay=1)
+        assert sb3_update_gap(cfg, n_updates=3, ours_cfg=wrong) > 1e-4
+
+
+def test_sb3_update_gap_refuses_smoothing_noise():
+    with pytest.raises(ValueError, match="target_noise"):
+        sb3_update_gap(td3_config(DDPGConfig()))
