@@ -199,6 +199,8 @@ class DDPGConfig:
     buffer_size: int = 200_000  # replay capacity (transitions per agent)
     batch_size: int = 256  # transitions per gradient step
     learning_starts: int = 100  # steps of uniform random actions first
+    train_freq: int = 1  # environment steps between training phases
+    gradient_steps: int = 1  # updates in each phase
     noise_std: float = 0.1  # Gaussian exploration noise, tanh units
     hidden: tuple[int, ...] = (64, 64)  # MLP widths of actor and critics
     n_critics: int = 1  # TD3: 2 (clipped double Q)
@@ -221,6 +223,8 @@ class DDPGConfig:
                 f"({self.batch_size}), got {self.buffer_size}"
             )
         check_int("cfg.learning_starts", self.learning_starts, low=0)
+        check_int("cfg.train_freq", self.train_freq, low=1)
+        check_int("cfg.gradient_steps", self.gradient_steps, low=1)
         check_number("cfg.noise_std", self.noise_std, low=0.0)
         check_nonempty("cfg.hidden", self.hidden)
         check_int("cfg.n_critics", self.n_critics, low=1)
@@ -288,9 +292,9 @@ def train_ddpg(
 
     For the first ``learning_starts`` steps every agent acts uniformly at
     random; afterwards it acts clip(μ_θ(s) + ε, −1, 1), ε ~ N(0, σ²),
-    scaled to the action bounds, and after each step takes one critic step
-    on a minibatch of its replay buffer (and an actor step every
-    ``policy_delay`` critic steps).
+    scaled to the action bounds. Every ``train_freq`` steps it takes
+    ``gradient_steps`` updates, each a critic step on a minibatch of its
+    replay buffer (and an actor step every ``policy_delay`` critic steps).
 
     Args:
         make_env: builds one environment (bounded 1-D Box actions).
@@ -351,16 +355,17 @@ def train_ddpg(
                 starts[i], _ = env.reset()
         buffer.add(obs, action, reward, next_obs, terminated)
         obs = starts
-        if step > cfg.learning_starts:
-            updates += 1
-            ddpg_update(
-                (actor, critics, actor_t, critics_t),
-                optimizers,
-                buffer.sample(cfg.batch_size),
-                cfg,
-                updates % cfg.policy_delay == 0,
-                generator,
-            )
+        if step > cfg.learning_starts and step % cfg.train_freq == 0:
+            for _ in range(cfg.gradient_steps):
+                updates += 1
+                ddpg_update(
+                    (actor, critics, actor_t, critics_t),
+                    optimizers,
+                    buffer.sample(cfg.batch_size),
+                    cfg,
+                    updates % cfg.policy_delay == 0,
+                    generator,
+                )
     return result
 
 
@@ -399,8 +404,8 @@ def sb3_ddpg(
 
     Same budget, networks (``hidden``, ReLU, action concatenated to the
     observation), Adam, replay, Polyak rate, uniform warm-up, Gaussian
-    exploration noise in tanh units and update cadence (one gradient step
-    per environment step). SB3 has one learning rate for actor and critic,
+    exploration noise in tanh units and update cadence (``train_freq``,
+    ``gradient_steps``). SB3 has one learning rate for actor and critic,
     so ``cfg.actor_lr`` must equal ``cfg.critic_lr``. Returns the model and
     its training episodes as (step, return).
     """
@@ -433,8 +438,8 @@ def sb3_ddpg(
         batch_size=cfg.batch_size,
         tau=cfg.tau,
         gamma=cfg.gamma,
-        train_freq=1,
-        gradient_steps=1,
+        train_freq=cfg.train_freq,
+        gradient_steps=cfg.gradient_steps,
         action_noise=NormalActionNoise(
             np.zeros(act_dim), cfg.noise_std * np.ones(act_dim)
         ),

@@ -165,6 +165,8 @@ def test_discrete_action_space_is_rejected():
         (dict(total_steps=0), "cfg.total_steps"),
         (dict(noise_std=-0.1), "cfg.noise_std"),
         (dict(policy_delay=0), "cfg.policy_delay"),
+        (dict(train_freq=0), "cfg.train_freq"),
+        (dict(gradient_steps=0), "cfg.gradient_steps"),
         (dict(hidden=()), "cfg.hidden"),
     ],
 )
@@ -184,7 +186,13 @@ def test_sb3_rejects_two_learning_rates():
 
 
 def test_seeded_run_is_deterministic():
-    cfg = DDPGConfig(total_steps=300, batch_size=32, learning_starts=100)
+    cfg = DDPGConfig(
+        total_steps=300,
+        batch_size=32,
+        learning_starts=100,
+        train_freq=50,
+        gradient_steps=50,
+    )
     runs = [train_ddpg(pendulum, td3_config(cfg), [3, 4]) for _ in range(2)]
     for p, q in zip(
         runs[0].actor.parameters(), runs[1].actor.parameters(), strict=True
