@@ -11,8 +11,15 @@
 * :mod:`dlbook.rl.ppo`: PPO's clipped objective, advantage normalization,
   minibatch epochs, a Gaussian policy for continuous actions, and SB3's PPO
   with the same settings.
+* :mod:`dlbook.rl.ddpg`: DDPG's deterministic policy gradient, Polyak target
+  updates, tanh-bounded actions and Gaussian exploration; TD3's clipped double
+  Q, delayed actor updates and target smoothing as three config fields; SB3's
+  DDPG and TD3 with the same settings.
+* :mod:`dlbook.rl.nas`: architecture search in miniature (Zoph & Le 2017): a
+  factorized and an LSTM REINFORCE controller proposing small CNNs, scored by
+  a cached short training on Fashion-MNIST, against random search.
 
-Chapters: ``book/rl/`` (DQN, policy gradients and PPO so far; DDPG and the
-architecture-search controller are issue 20's open work).
+Chapters: ``book/rl/`` (DQN, policy gradients, PPO, DDPG, architecture
+search).
 Tests: ``tests/rl/``.
 """

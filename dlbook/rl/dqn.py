@@ -260,19 +260,31 @@ class ReplayBuffer:
         obs_shape: shape of one observation.
         n_agents: agents stored side by side (1 for an ordinary buffer).
         seed: seed of the sampling generator.
+        action_shape: shape of one action: () for a discrete action (DQN),
+            (act_dim,) for a continuous one (DDPG).
+        action_dtype: int64 for discrete actions, float32 for continuous.
 
     Shapes:
-        add: obs, next_obs (N, *obs_shape); action, reward, terminated (N,),
-        with N = n_agents. sample: the same with a batch axis, (N, B, ...).
+        add: obs, next_obs (N, *obs_shape); action (N, *action_shape);
+        reward, terminated (N,), with N = n_agents. sample: the same with a
+        batch axis, (N, B, ...).
     """
 
-    def __init__(self, capacity, obs_shape, n_agents=1, seed=0):
+    def __init__(
+        self,
+        capacity,
+        obs_shape,
+        n_agents=1,
+        seed=0,
+        action_shape=(),
+        action_dtype=np.int64,
+    ):
         self.capacity = check_int("capacity", capacity, low=1)
         self.n_agents = check_int("n_agents", n_agents, low=1)
         shape = (self.capacity, self.n_agents, *obs_shape)
         self.obs = np.zeros(shape, dtype=np.float32)
         self.next_obs = np.zeros(shape, dtype=np.float32)
-        self.action = np.zeros(shape[:2], dtype=np.int64)
+        self.action = np.zeros((*shape[:2], *action_shape), dtype=action_dtype)
         self.reward = np.zeros(shape[:2], dtype=np.float32)
         self.terminated = np.zeros(shape[:2], dtype=np.float32)
         self.pos, self.size = 0, 0
