@@ -359,9 +359,26 @@ def train_head(
         epochs=epochs,
         validation_data=_dataset(f_val, y_val, 256),
         callbacks=list(callbacks),
+        shuffle=False,  # the pipeline shuffles
         verbose=0,
     )
     return model, history.history
+
+
+def rescale(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """Features divided by the root mean square of the training features.
+
+    Features of different networks live on different scales (a random
+    Xception's are about 1e-5, ImageNet's about 0.3), and a head trained
+    with a fixed learning rate for a few epochs cannot make up a factor
+    like that; one number per network puts them on one scale and keeps
+    everything else about them.
+    """
+    check_array("train", train, ndim=2, nonempty=True)
+    rms = float(np.sqrt(np.mean(np.square(train, dtype=np.float64))))
+    if not rms > 0:
+        raise ValueError("train features are all zero: nothing to rescale")
+    return [f / np.float32(rms) for f in (train, *others)]
 
 
 def _dataset(x, y, batch_size, shuffle_seed=None):

@@ -2,8 +2,6 @@
 the course's head, sweeps with checkpoints and TensorBoard logs read back,
 augmentation, and bad input."""
 
-import math
-
 import numpy as np
 import pytest
 
@@ -107,7 +105,8 @@ def test_loading_weights_changes_the_features_and_is_checked(
         np.testing.assert_array_equal(
             random_extractor.backbone.get_weights()[3], other[3]
         )
-        assert np.abs(random_extractor(x) - before).max() > 1e-4
+        changed = np.abs(random_extractor(x) - before).max()
+        assert changed > 0.1 * np.abs(before).max()
         with pytest.raises(ValueError, match="must hold Xception's"):
             random_extractor.load(saved[:-1])
         with pytest.raises(ValueError, match="must have shape"):
@@ -152,9 +151,8 @@ def test_the_head_has_the_courses_layers_and_parameters(cfg, layers, params):
     assert logits.shape == (4, cfg.num_classes)
     # dropout is off at inference: two calls agree
     np.testing.assert_array_equal(logits, np.asarray(model(f)))
-    assert math.isclose(
-        float(model.optimizer.learning_rate.numpy()), cfg.learning_rate
-    )
+    lr = float(model.optimizer.learning_rate.numpy())
+    assert lr == pytest.approx(cfg.learning_rate, rel=1e-6)
 
 
 def test_a_head_learns_separable_features_and_repeats_itself():
