@@ -2,8 +2,8 @@
 
 The course's recipe (Grigorev, *Machine Learning Bookcamp*, chapter 7; ML
 Zoomcamp module 8) on clothing-dataset-small, written so that every step can be
-measured on a CPU: the Xception backbone (Chollet 2017) turns a photo into 2,048
-pooled features once (`FeatureExtractor`, `FeatureCache`), and every head
+measured on a CPU: the Xception backbone (Chollet 2017) turns a photo into
+2,048 pooled features once (`FeatureExtractor`, `FeatureCache`), and every head
 the course tries (dense, learning rates, an inner layer, dropout) trains on
 those cached features in a fraction of a second (`HeadConfig`,
 `build_head`, `train_head`, `sweep`). Augmentation with Keras preprocessing
@@ -47,7 +47,7 @@ CLASSES = (
 """The ten classes, in the alphabetical order of their folders."""
 
 MIN_SIZE = 71
-"""Xception's smallest input side: its stem and four strided stages need 71 px."""
+"""Xception's smallest input side: its stem and strided stages need 71 px."""
 
 N_FEATURES = 2048
 """Length of Xception's pooled feature vector."""
@@ -56,7 +56,7 @@ STEPS = ("learning_rate", "inner", "dropout")
 """The head's settings that `sweep` varies, one per step of the course."""
 
 
-# --- photos -----------------------------------------------------------------
+# --- photos ------------------------------------------------------------------
 
 
 def load_photos(
@@ -124,7 +124,7 @@ def photo_paths(split: str) -> tuple[list[Path], np.ndarray]:
     return paths, np.asarray(targets)
 
 
-# --- the backbone -------------------------------------------------------------
+# --- the backbone ------------------------------------------------------------
 
 
 def pretrained_backbone():
@@ -178,7 +178,7 @@ class FeatureExtractor:
                 f"weights must hold Xception's {len(ours)} arrays, got "
                 f"{len(theirs)}"
             )
-        for mine, other in zip(ours, theirs):
+        for mine, other in zip(ours, theirs, strict=True):
             if tuple(mine.shape) != tuple(other.shape):
                 raise ValueError(
                     f"weights for {mine.path} must have shape "
@@ -271,7 +271,7 @@ def lite0_network():
     return model.eval()
 
 
-# --- the head -------------------------------------------------------------------
+# --- the head ----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -454,7 +454,7 @@ def sweep(
     return out
 
 
-# --- augmentation ---------------------------------------------------------------
+# --- augmentation ------------------------------------------------------------
 
 
 def augmenter(seed: int = 0, rotation: float = 0.05, zoom: float = 0.1):
@@ -495,7 +495,7 @@ def augmented_views(
     return np.clip(np.rint(np.concatenate(out)), 0, 255).astype(np.uint8)
 
 
-# --- TensorBoard ----------------------------------------------------------------
+# --- TensorBoard -------------------------------------------------------------
 
 
 def read_scalars(run_dir: str | Path, tag: str = "epoch_loss") -> dict:

@@ -46,14 +46,17 @@ def _separable(n_per_class, n_features=32, seed=0, spread=0.5):
     return f.astype(np.float32), y
 
 
-# --- the photos -------------------------------------------------------------
+# --- the photos --------------------------------------------------------------
 
 
 def test_the_photo_list_matches_the_splits_and_classes():
     paths, targets = photo_paths("validation")
     assert len(paths) == len(targets) == 341
     assert np.bincount(targets).tolist()[:3] == [32, 14, 49]  # dress, hat...
-    assert all(p.parent.name == CLASSES[t] for p, t in zip(paths, targets))
+    assert all(
+        p.parent.name == CLASSES[t]
+        for p, t in zip(paths, targets, strict=True)
+    )
 
 
 def test_load_photos_squeezes_each_photo_to_the_size_asked_for():
@@ -65,7 +68,7 @@ def test_load_photos_squeezes_each_photo_to_the_size_asked_for():
     np.testing.assert_array_equal(x, x2)
 
 
-# --- the feature cache --------------------------------------------------------
+# --- the feature cache -------------------------------------------------------
 
 
 def test_the_extractor_gives_2048_features_at_any_size_from_71(
@@ -127,7 +130,7 @@ def test_the_copied_weights_compute_what_the_packages_xception_computes():
     assert np.abs(FeatureExtractor()(x) - want).max() > 0.1
 
 
-# --- the head ------------------------------------------------------------------
+# --- the head ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -171,8 +174,9 @@ def test_a_head_learns_separable_features_and_repeats_itself():
 
 
 def test_a_sweep_keeps_the_best_epoch_and_logs_what_fit_returned(tmp_path):
-    train, val = _separable(10, n_features=16, spread=2.0), _separable(
-        5, n_features=16, seed=0, spread=2.0
+    train, val = (
+        _separable(10, n_features=16, spread=2.0),
+        _separable(5, n_features=16, seed=0, spread=2.0),
     )
     runs = sweep(
         "dropout",
@@ -191,9 +195,13 @@ def test_a_sweep_keeps_the_best_epoch_and_logs_what_fit_returned(tmp_path):
         assert steps.tolist() == list(range(6))
         np.testing.assert_allclose(values, hist["val_loss"], rtol=1e-6)
         np.testing.assert_allclose(curves["train"][1], hist["loss"], rtol=1e-6)
-        acc = read_scalars(tmp_path / "logs" / f"dropout={p}", "epoch_accuracy")
+        acc = read_scalars(
+            tmp_path / "logs" / f"dropout={p}", "epoch_accuracy"
+        )
         np.testing.assert_allclose(acc["train"][1], hist["accuracy"])
-        best = keras.models.load_model(tmp_path / "ckpt" / f"dropout={p}.keras")
+        best = keras.models.load_model(
+            tmp_path / "ckpt" / f"dropout={p}.keras"
+        )
         _, saved_acc = best.evaluate(*val, verbose=0)
         assert saved_acc == pytest.approx(max(hist["val_accuracy"]), abs=1e-6)
 
@@ -203,7 +211,7 @@ def test_read_scalars_says_when_there_is_nothing_to_read(tmp_path):
         read_scalars(tmp_path)
 
 
-# --- augmentation ------------------------------------------------------------------
+# --- augmentation ------------------------------------------------------------
 
 
 def test_augmented_views_are_new_photos_of_the_same_shape():
@@ -215,7 +223,7 @@ def test_augmented_views_are_new_photos_of_the_same_shape():
     np.testing.assert_array_equal(views, augmented_views(x, 2, seed=0))
 
 
-# --- bad input -----------------------------------------------------------------------
+# --- bad input ---------------------------------------------------------------
 
 
 def test_bad_arguments_are_named(random_extractor):
@@ -235,7 +243,9 @@ def test_bad_arguments_are_named(random_extractor):
         HeadConfig(inner=-1)
     with pytest.raises(TypeError, match="inner must be an integer"):
         HeadConfig(inner=10.0)
-    with pytest.raises(ValueError, match="image size must be an integer >= 71"):
+    with pytest.raises(
+        ValueError, match="image size must be an integer >= 71"
+    ):
         random_extractor(_photos(1, 70))
     with pytest.raises(ValueError, match="square RGB photos"):
         random_extractor(np.zeros((1, 80, 90, 3), np.uint8))
@@ -243,7 +253,9 @@ def test_bad_arguments_are_named(random_extractor):
         load_photos("train", 64)
     with pytest.raises(ValueError, match="split must be one of"):
         load_photos("valid", 75)
-    with pytest.raises(ValueError, match=r"train labels must lie in \[0, 10\)"):
+    with pytest.raises(
+        ValueError, match=r"train labels must lie in \[0, 10\)"
+    ):
         train_head(HeadConfig(), (train[0], train[1] - 1), train, 1)
     with pytest.raises(ValueError, match="same length"):
         train_head(HeadConfig(), (train[0], train[1][:-1]), train, 1)
