@@ -21,6 +21,7 @@ Tests: ``tests/keras/test_tuner.py``. Chapter: ``book/keras/keras-tuner.md``.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,6 +137,21 @@ def make_tuner(kind: str, *, trials: int, epochs: int, seed: int,
             build, max_trials=trials, num_initial_points=max(2, trials // 3),
             **common)
     return kt.Hyperband(build, max_epochs=epochs, factor=2, **common)
+
+
+def best_model(tuner):
+    """The best trial's model, reloaded from its checkpoint.
+
+    The checkpoint holds the weights of the trial's best epoch; the model
+    rebuilt to receive them has a fresh, unbuilt optimizer, so Keras skips the
+    saved optimizer state with a UserWarning. Predictions need only the
+    weights: that one warning is silenced, nothing else.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="Skipping variable loading for optimizer",
+            category=UserWarning)
+        return tuner.get_best_models(1)[0]
 
 
 def trials_frame(tuner, epochs: int) -> pd.DataFrame:

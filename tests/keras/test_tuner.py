@@ -8,6 +8,7 @@ from dlbook.config import seed_everything
 from dlbook.keras.tuner import (
     HYPERPARAMETERS,
     RandomDraws,
+    best_model,
     build_cnn,
     make_tuner,
     random_search,
@@ -105,7 +106,7 @@ def test_tuners_trials_frame(tmp_path, kind):
         HYPERPARAMETERS)
     assert frame["epochs"].between(1, 2).all()
     # the best trial's score is the validation accuracy of the model it kept
-    best = tuner.get_best_models(1)[0]
+    best = best_model(tuner)
     acc = np.mean(np.argmax(best.predict(xv, verbose=0), 1) == yv)
     assert acc == pytest.approx(frame["score"].max(), abs=1e-6)
     if kind != "hyperband":
