@@ -20,6 +20,7 @@ Tests: ``tests/keras/test_tuner.py``. Chapter: ``book/keras/keras-tuner.md``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -139,18 +140,38 @@ def make_tuner(kind: str, *, trials: int, epochs: int, seed: int,
     return kt.Hyperband(build, max_epochs=epochs, factor=2, **common)
 
 
-def best_model(tuner):
-    """The best trial's model, reloaded from its checkpoint.
+@contextlib.contextmanager
+def quiet_checkpoint_reload():
+    """Silences one warning: Keras's "Skipping variable loading for optimizer".
 
-    The checkpoint holds the weights of the trial's best epoch; the model
-    rebuilt to receive them has a fresh, unbuilt optimizer, so Keras skips the
-    saved optimizer state with a UserWarning. Predictions need only the
-    weights: that one warning is silenced, nothing else.
+    A tuner saves a trial's best epoch as a checkpoint with the optimizer's
+    state, and reloads it into a freshly built model whose optimizer is not
+    built yet (Hyperband when it promotes a model to more epochs; any tuner's
+    ``get_best_models``). Keras then skips the optimizer state with a
+    UserWarning: a promoted model restarts Adam's moments, and predictions
+    need only the weights. Other warnings still show.
     """
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", message="Skipping variable loading for optimizer",
             category=UserWarning)
+        yield
+
+
+def search(tuner, x, y, x_val, y_val, *, epochs: int, batch_size: int):
+    """``tuner.search`` on the training data, scored on the validation data."""
+    check_int("epochs", epochs, low=1)
+    _check_data(x, y, "training")
+    _check_data(x_val, y_val, "validation")
+    with quiet_checkpoint_reload():
+        tuner.search(x, y, validation_data=(x_val, y_val), epochs=epochs,
+                     batch_size=batch_size, verbose=0)
+
+
+def best_model(tuner):
+    """The best trial's model, reloaded from its checkpoint (the weights of
+    the trial's best epoch)."""
+    with quiet_checkpoint_reload():
         return tuner.get_best_models(1)[0]
 
 

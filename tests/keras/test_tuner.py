@@ -13,6 +13,7 @@ from dlbook.keras.tuner import (
     make_tuner,
     random_search,
     running_best,
+    search,
     trials_frame,
 )
 
@@ -99,8 +100,7 @@ def test_tuners_trials_frame(tmp_path, kind):
     seed_everything(0, tensorflow=True)
     tuner = make_tuner(kind, trials=2, epochs=2, seed=0, directory=tmp_path,
                        build=_build)
-    tuner.search(x, y, validation_data=(xv, yv), epochs=2, batch_size=64,
-                 verbose=0)
+    search(tuner, x, y, xv, yv, epochs=2, batch_size=64)
     frame = trials_frame(tuner, epochs=2)
     assert len(frame) >= 2 and list(frame.columns[:6]) == list(
         HYPERPARAMETERS)
