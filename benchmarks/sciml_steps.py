@@ -6,7 +6,9 @@ the settings of each chapter's quick profile, and the alternatives tried.
 
 * physics-informed Koopman: the physics residual's JVP by ``torch.func.jvp`` against the
   hand-propagated tangent of ``KoopmanAutoencoder.decode_jvp`` (the chapter uses the latter);
-* deep Koopman: one Adam step of the slow-manifold and the pendulum model, batch 128 and 512
+* deep Koopman: the 50-step latent rollout with its backward pass, recorded by autograd
+  step by step against the hand-differentiated ``_Rollout`` node that training uses, and one
+  Adam step of the slow-manifold and the pendulum model, batch 128 and 512
   (the 50-step latent loop is overhead-bound, but not enough for larger batches with fewer
   steps to pay: the chapter's asserts fail at batch 512 x 400 steps and 256 x 800 steps);
 * PINN: the residual by nested reverse mode (the chapter) against derivatives propagated by
@@ -88,7 +90,29 @@ def deep_koopman_rows() -> list[tuple[str, float]]:
     for name, (cfg, x) in configs.items():
         torch.manual_seed(0)
         model, loss = dk.DeepKoopman(cfg), dk.DeepKoopmanLoss(cfg)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True)
+        y0 = torch.randn(128, cfg.latent_dim, requires_grad=True)
+
+        def stepped():  # the 50 latent steps recorded op by op by autograd
+            weights, ys, y = model.aux.net.masked_weights(), [], y0
+            for _ in range(50):
+                y = model.step(y, weights)
+                ys.append(y)
+            torch.stack(ys, 1).sum().backward()
+
+        def rollout():  # one node, backward by hand (what train uses)
+            model.advance(y0, 50).sum().backward()
+
+        rows += [
+            (
+                f"deep Koopman {name}: 50 latent steps + backward, autograd",
+                cpu_ms(stepped, repeats=10),
+            ),
+            (
+                f"deep Koopman {name}: 50 latent steps + backward, _Rollout",
+                cpu_ms(rollout, repeats=10),
+            ),
+        ]
         for batch in (128, 512):
             xb = x[:batch]
 

@@ -41,6 +41,16 @@ def tensorflow():
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Triton imported after TensorFlow crashes the process (segmentation
+    # fault, torch 2.14 with TF 2.21), and torch imports it lazily through
+    # torch._dynamo: the first torch.optim optimizer, `import torchvision`
+    # and torch._inductor all crashed in a process that had loaded
+    # TensorFlow. Imported first, Triton coexists with TensorFlow
+    # (tests/test_backends.py); it costs 75 MB, torch._dynamo would cost 150.
+    # PyTorch builds without Triton (CPU-only wheels) have nothing to fix.
+    with contextlib.suppress(ImportError):
+        import triton  # noqa: F401
+
     with _quiet_stderr():
         import tensorflow as tf
 

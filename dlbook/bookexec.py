@@ -56,7 +56,7 @@ class Budget:
     wall_s: (
         float  # seconds, on the profile's machine, with the build's threads
     )
-    rss_gib: float  # peak resident memory of the kernel and its children, GiB
+    rss_gib: float  # peak memory of the kernel and its children (tree_memory), GiB
 
     def over(self, wall_s: float, cpu_s: float, rss_bytes: int) -> list[str]:
         """Which budgets a chapter exceeded: ``"time"``, ``"memory"``, both or neither.
@@ -303,25 +303,61 @@ class _Sampler:
                 ):
                     self._children = proc.children(recursive=True)
                     self._children_at = now
-                rss = proc.memory_info().rss
                 t = proc.cpu_times()
                 cpu = t.user + t.system + t.children_user + t.children_system
                 hwm = _high_water_mark(proc.pid)
+                memory = tree_memory(proc, self._children)
             except psutil.Error:
                 return
             for child in self._children:
                 try:
-                    rss += child.memory_info().rss
                     c = child.cpu_times()
                     cpu += c.user + c.system
                 except psutil.Error:
                     pass
-            self.peak = max(self.peak, rss, hwm)
+            self.peak = max(self.peak, memory, hwm)
             self.cpu = max(self.cpu, cpu)
 
     def _loop(self) -> None:
         while not self._done.wait(self.interval):
             self.sample()
+
+
+def tree_memory(proc, children) -> int:
+    """The physical memory of a kernel and its child processes, in bytes.
+
+    Alone, the kernel counts its resident set (RSS). With children, each
+    process counts its proportional set size (PSS, from
+    ``/proc/<pid>/smaps_rollup``): a page shared by k processes counts 1/k
+    in each, so the sum is the memory the tree holds, as a cgroup limit such
+    as Binder's counts it. Summed RSS would count the shared libraries
+    (libtorch alone is hundreds of MB) once per process. The kernel's own RSS
+    is a floor; where PSS is unreadable, RSS stands in.
+    """
+    import psutil
+
+    rss = proc.memory_info().rss
+    if not children:
+        return rss
+    total = 0
+    for p in (proc, *children):
+        try:
+            total += _proportional_set_size(p.pid) or p.memory_info().rss
+        except psutil.Error:
+            pass
+    return max(rss, total)
+
+
+def _proportional_set_size(pid: int) -> int:
+    """A process's ``Pss`` in bytes; 0 if unknown."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _high_water_mark(pid: int) -> int:

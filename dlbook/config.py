@@ -356,7 +356,7 @@ def seed_everything(
     if deterministic:
         # Needed by cuBLAS before its first use for deterministic matmuls (CUDA docs, "Reproducibility").
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    _use_deterministic_algorithms(deterministic)
     # Deterministic mode also fills every new tensor with NaN to expose reads of uninitialized
     # memory, a debugging aid that costs a quarter of the time of scatter-heavy models (graph
     # networks) and changes no correct result.
@@ -370,6 +370,26 @@ def seed_everything(
         tf.keras.utils.set_random_seed(seed % 2**32)
         if deterministic:
             tf.config.experimental.enable_op_determinism()
+
+
+def _use_deterministic_algorithms(mode: bool) -> None:
+    """``torch.use_deterministic_algorithms(mode, warn_only=True)``, without its import.
+
+    PyTorch's function sets two switches: the C++ flag that every kernel
+    reads, and ``torch._inductor.config.deterministic`` for ``torch.compile``.
+    For the second it imports ``torch._inductor`` (and with it
+    ``torch._dynamo`` and SymPy): 3-4 s of CPU per chapter, in a book of
+    45-second chapters that never compile, and a segmentation fault when
+    TensorFlow was imported first. This sets the same two switches: the C++
+    flag directly, and inductor's flag on the module if it is loaded, or
+    through the environment variable it reads when it loads.
+    """
+    torch._C._set_deterministic_algorithms(mode, warn_only=True)
+    inductor = sys.modules.get("torch._inductor.config")
+    if inductor is not None:
+        inductor.deterministic = mode
+    else:
+        os.environ["TORCHINDUCTOR_DETERMINISTIC"] = "1" if mode else "0"
 
 
 def interactive() -> bool:

@@ -19,6 +19,10 @@ resumes from the previous one, with a warning naming both. The run's settings (o
 scheduler, and whatever ``settings`` the caller adds) are saved too, and a resume with
 different ones is refused unless ``fit(..., allow_changed_settings=True)``.
 
+Data: :class:`TensorBatches` serves mini-batches of tensors held in memory, one indexing
+operation per batch and a new order every epoch from its own generator, where a
+``DataLoader`` would collate the examples of a batch one by one.
+
 Regularization hooks: ``penalty`` adds a term such as an L1 or L2 norm of the weights to the
 training loss only, and ``callbacks`` run after each epoch and may stop training (early
 stopping, ``dlbook.regularization.regularization.EarlyStopping``).
@@ -44,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlbook.checks import check_number, check_tensor
+from dlbook.checks import check_int, check_number, check_tensor
 from dlbook.config import interactive
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -126,12 +130,90 @@ def _pair(batch: Any, name: str) -> tuple[Any, Any]:
     return batch[0], batch[1]
 
 
+def _rows(target: Any) -> int:
+    """Examples in a batch's target: its length, or its first part's for a tuple.
+
+    A tuple target such as ``(labels, teacher_logits)`` (knowledge distillation,
+    ``dlbook.transfer.distillation``) has one row per example in each part.
+    """
+    if isinstance(target, (list, tuple)) and target:
+        return len(target[0])
+    return len(target)
+
+
 def _to(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
     if isinstance(batch, (list, tuple)):
         return type(batch)(_to(b, device) for b in batch)
     return batch
+
+
+class TensorBatches:
+    """The mini-batches of ``(x, y)``, one epoch per pass, one indexing each.
+
+    What a ``DataLoader`` over ``TensorDataset(x, y)`` yields, without its
+    per-example work: a pass takes ``batch_size`` consecutive indices at a
+    time and yields ``(x[i], y[i])`` (the last batch may be smaller). With
+    ``shuffle``, each pass first draws a permutation of the N examples from
+    ``generator``, as ``RandomSampler(x, generator=generator)`` draws its
+    first one. Unlike a ``DataLoader``, a pass draws nothing from PyTorch's
+    global generator, so the order depends on ``generator`` alone (and
+    dropout's masks do not depend on how the data are loaded); ``fit``
+    saves the generator's state with a checkpoint.
+
+    Args:
+        x, y: the examples and their targets, one row each.
+        batch_size: examples per batch.
+        shuffle: a new random order on every pass (else the stored order).
+        generator: the source of the orders (default: seeded with 0).
+
+    Shapes:
+        x: (N, ...); y: (N, ...); a batch: (batch_size, ...) of each.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        generator: torch.Generator | None = None,
+    ):
+        check_tensor("x", x, nonempty=True)
+        check_tensor("y", y)
+        if len(y) != len(x):
+            raise ValueError(
+                f"y has {len(y)} rows for the {len(x)} rows of x: one "
+                "target per example is expected"
+            )
+        check_int("batch_size", batch_size, low=1)
+        if generator is not None and not isinstance(
+            generator, torch.Generator
+        ):
+            raise TypeError(
+                "generator must be a torch.Generator, got "
+                f"{type(generator).__name__}"
+            )
+        self.x, self.y, self.batch_size = x, y, int(batch_size)
+        self.shuffle = bool(shuffle)
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)  # batches per pass
+
+    def __iter__(self):
+        n = len(self.x)
+        order = (
+            torch.randperm(n, generator=self.generator)
+            if self.shuffle
+            else torch.arange(n)
+        )
+        for i in order.split(self.batch_size):
+            yield self.x[i], self.y[i]
 
 
 @torch.no_grad()
@@ -158,7 +240,7 @@ def evaluate(
         x, y = _pair(batch, "loader")
         x, y = _to(x, device), _to(y, device)
         out = model(x)
-        n = len(y)
+        n = _rows(y)
         if loss_fn is not None:
             totals["loss"] = (
                 totals.get("loss", 0.0) + float(loss_fn(out, y)) * n
@@ -329,11 +411,11 @@ def fit(
                 )
                 totals["grad_norm"] = totals.get("grad_norm", 0.0) + float(
                     norm
-                ) * len(y)
+                ) * _rows(y)
             optimizer.step()
             if scheduler is not None and scheduler_step == "batch":
                 scheduler.step()
-            n = len(y)
+            n = _rows(y)
             totals["loss"] = totals.get("loss", 0.0) + loss.item() * n
             if extra is not None:
                 totals["penalty"] = (

@@ -34,3 +34,44 @@ def test_tensorflow_and_keras_load_quietly_with_the_thread_setting():
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "ok"
     assert done.stderr == "", done.stderr[-2000:]
+
+
+SEED_AFTER_TF = """
+from dlbook.backends import tensorflow
+tf = tensorflow()
+from dlbook.config import seed_everything
+seed_everything(0, tensorflow=True)  # torch._inductor after TF crashed here
+print("ok")
+"""
+
+
+def test_seeding_after_tensorflow_does_not_crash():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", SEED_AFTER_TF], capture_output=True, text=True,
+        env=env, timeout=300,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.strip() == "ok"
+
+
+TORCH_AFTER_TF = """
+from dlbook.backends import tensorflow
+tf = tensorflow()
+import torch
+torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # imports torch._dynamo
+import torchvision
+import torch._inductor
+print("ok")
+"""
+
+
+def test_torch_optimizers_and_torchvision_after_tensorflow_do_not_crash():
+    # each of the three crashed (signal 11) when TensorFlow was loaded first
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", TORCH_AFTER_TF], capture_output=True,
+        text=True, env=env, timeout=300,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.strip() == "ok"

@@ -118,3 +118,40 @@ def test_every_chapter_hashes_alike_with_the_builds_markdown_settings(tmp_path):
         ours = cache.create_hashed_notebook(bookexec.read_notebook(path)[0])[1]
         theirs = cache.create_hashed_notebook(bookexec.read_notebook(path, build_md)[0])[1]
         assert ours == theirs, path
+
+
+def test_tree_memory_counts_a_page_shared_by_two_processes_once(tmp_path):
+    import mmap
+    import subprocess
+    import sys
+
+    import psutil
+
+    size = 200 * 2**20
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"\1" * size)
+    touch = "sum(m[i] for i in range(0, len(m), 4096))"
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import mmap, sys, time\n"
+         f"f = open({str(blob)!r}, 'rb')\n"
+         "m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)\n"
+         f"{touch}\nprint('ready', flush=True)\ntime.sleep(30)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        with open(blob, "rb") as f:
+            m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            sum(m[i] for i in range(0, len(m), 4096))  # touch every page
+            me, kid = psutil.Process(), psutil.Process(child.pid)
+            summed_rss = me.memory_info().rss + kid.memory_info().rss
+            alone = bookexec.tree_memory(me, [])
+            tree = bookexec.tree_memory(me, [kid])
+            m.close()
+    finally:
+        child.kill()
+        child.wait()
+    assert alone == pytest.approx(me.memory_info().rss, rel=0.5)
+    assert summed_rss > alone + size  # RSS counts the file's pages in both
+    # PSS counts them once: the tree holds the blob once plus two interpreters
+    assert alone <= tree < summed_rss - size / 2

@@ -175,3 +175,34 @@ def test_describe_names_jobs_and_threads(monkeypatch):
     monkeypatch.setenv("DLBOOK_THREADS", "1")
     info = config.describe()
     assert info["chapters at once (DLBOOK_JOBS)"] == "2" and info["threads per kernel (DLBOOK_THREADS)"] == "1"
+
+
+SEED_WITHOUT_INDUCTOR = """
+import sys, torch
+from dlbook.config import seed_everything
+seed_everything(0)
+assert torch.are_deterministic_algorithms_enabled()
+assert torch.is_deterministic_algorithms_warn_only_enabled()
+assert "torch._inductor" not in sys.modules  # 3-4 s of CPU not spent
+import torch._inductor.config as inductor
+assert inductor.deterministic  # torch.compile sees the same switch
+seed_everything(0, deterministic=False)
+assert not torch.are_deterministic_algorithms_enabled()
+assert not inductor.deterministic
+print("ok")
+"""
+
+
+def test_seed_everything_sets_torchs_switches_without_importing_inductor():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(config.__file__).parents[1])}
+    env.pop("TORCHINDUCTOR_DETERMINISTIC", None)
+    done = subprocess.run(
+        [sys.executable, "-c", SEED_WITHOUT_INDUCTOR], capture_output=True,
+        text=True, env=env, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok"

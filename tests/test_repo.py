@@ -70,3 +70,13 @@ def test_references_parse_and_every_citation_is_defined():
                 cited.add(key)
     missing = sorted(cited - set(keys))
     assert not missing, f"cited but not in references.bib: {missing}"
+
+
+def test_the_toc_parses_and_lists_each_page_once():
+    """jupyter-book refuses a `_toc.yml` naming a page twice (it happened in a merge)."""
+    from sphinx_external_toc.parsing import parse_toc_yaml
+
+    toc = REPO / "_toc.yml"
+    parse_toc_yaml(toc)  # raises MalformedError on a page used twice
+    files = re.findall(r"^\s*-?\s*file:\s*(\S+)", toc.read_text(), flags=re.M)
+    assert len(files) == len(set(files)), sorted(f for f in files if files.count(f) > 1)

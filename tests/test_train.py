@@ -174,3 +174,58 @@ def test_fit_accepts_a_checkpoint_manager_and_rejects_other_objects(tmp_path):
     assert manager.saved == [1, 2, 3]
     with pytest.raises(TypeError, match="checkpoint must be a path or have latest"):
         fit(model, loader, opt, epochs=1, checkpoint=42, progress=False)
+
+
+def test_tensor_batches_are_the_first_epoch_of_a_random_sampler_then_new_orders():
+    from torch.utils.data import BatchSampler, RandomSampler
+
+    x = torch.arange(23.0)[:, None] * torch.ones(1, 3)
+    y = torch.arange(23)
+    batches = train.TensorBatches(x, y, 5, generator=torch.Generator().manual_seed(4))
+    sampler = RandomSampler(x, generator=torch.Generator().manual_seed(4))
+    first = torch.cat([b for _, b in batches]).tolist()
+    reference = [i for chunk in BatchSampler(sampler, 5, False) for i in chunk]
+    assert first == reference  # the order of DataLoader(shuffle=True, generator=...)
+    passes = [list(batches) for _ in range(3)]
+    for batches_of_pass in passes:
+        assert [len(b) for _, b in batches_of_pass] == [5, 5, 5, 5, 3] == [5] * (len(batches) - 1) + [3]
+        order = torch.cat([b for _, b in batches_of_pass])
+        assert sorted(order.tolist()) == list(range(23))  # every example once per pass
+        for xb, yb in batches_of_pass:
+            torch.testing.assert_close(xb, x[yb])  # inputs stay with their targets
+    orders = [torch.cat([b for _, b in p]).tolist() for p in passes]
+    assert len({str(o) for o in [first, *orders]}) == 4  # a new order on every pass
+    again = train.TensorBatches(x, y, 5, generator=torch.Generator().manual_seed(4))
+    assert [torch.cat([b for _, b in again]).tolist() for _ in range(4)] == [first, *orders]
+    still = train.TensorBatches(x, y, 5, shuffle=False)
+    assert torch.cat([b for _, b in still]).tolist() == list(range(23))
+
+
+def test_tensor_batches_reject_mismatched_or_empty_input():
+    x, y = torch.zeros(10, 2), torch.zeros(10, dtype=torch.long)
+    with pytest.raises(ValueError, match="y has 9 rows"):
+        train.TensorBatches(x, y[:9], 4)
+    with pytest.raises(ValueError, match="x"):
+        train.TensorBatches(x[:0], y[:0], 4)
+    with pytest.raises(ValueError, match="batch_size"):
+        train.TensorBatches(x, y, 0)
+    with pytest.raises(TypeError, match="generator"):
+        train.TensorBatches(x, y, 4, generator=0)
+
+
+def test_fit_resumes_a_tensor_batches_run_in_the_same_order(tmp_path):
+    x, y = _blobs(n=96)
+
+    def run(epochs, ckpt):
+        seed_everything(0)
+        model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 3))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        batches = train.TensorBatches(x, y, 16, generator=torch.Generator().manual_seed(1))
+        fit(model, batches, opt, epochs=epochs, checkpoint=ckpt, progress=False)
+        return model
+
+    whole = run(4, None)
+    run(2, tmp_path / "c.pt")  # interrupted after two epochs ...
+    resumed = run(4, tmp_path / "c.pt")  # ... and resumed from the checkpoint
+    for a, b in zip(whole.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)

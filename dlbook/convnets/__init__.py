@@ -11,8 +11,11 @@
   block, residual blocks and ResNet-18 (equal to torchvision's),
   depthwise-separable convolutions, and the plain and residual CIFAR
   networks of He et al.'s degradation experiment.
+* :mod:`dlbook.convnets.capsules`: CapsNet (Sabour et al. 2017): squash,
+  primary capsules, routing by agreement (vectorized, checked against a loop),
+  the margin and reconstruction losses, and affine-transformed test digits.
 
 Each from-scratch piece is checked against PyTorch, torchvision or Keras in
 ``tests/convnets``. Chapters: ``book/convnets/convolution.md``, ``cnn.md``,
-``architectures.md`` (and the capsule networks of issue 21 to come).
+``architectures.md``, ``capsules.md``.
 """

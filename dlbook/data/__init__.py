@@ -36,7 +36,9 @@ from dlbook.data.text import (
     load_analogies,
     load_sotu,
     load_spam_assassin,
+    load_sst2,
     load_tiny_shakespeare,
+    read_sst2,
     tokenize,
 )
 
@@ -65,6 +67,8 @@ __all__ = [
     "load_spam_assassin",
     "load_sotu",
     "load_analogies",
+    "load_sst2",
+    "read_sst2",
     "tokenize",
     "SpamCorpus",
     "load_omniglot",

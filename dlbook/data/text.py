@@ -1,10 +1,12 @@
-"""Text corpora: tiny-shakespeare, SpamAssassin and the State of the Union addresses.
+"""Text corpora: tiny-shakespeare, SpamAssassin, the State of the Union addresses, SST-2.
 
 * :func:`load_tiny_shakespeare`: the 1.1 MB character-level corpus of Karpathy's char-rnn.
 * :func:`load_spam_assassin`: 6,046 raw e-mails of the SpamAssassin public corpus, with
   labels and the folder each came from (easy ham, hard ham, spam).
 * :func:`load_sotu`: 233 State of the Union addresses with year, president and party.
 * :func:`load_analogies`: the word2vec analogy questions that ship with gensim.
+* :func:`load_sst2`: GLUE's SST-2 sentences with their sentiment, train and dev
+  (full profile only: the offline mirror does not hold it).
 
 The last two are the tagged archives of stdlib-js's dataset packages. They are read
 straight from the ``.tar.gz`` and checked by a hash over the files they hold (the
@@ -14,7 +16,10 @@ archive's own bytes depend on who built it; its files do not).
 from __future__ import annotations
 
 import re
+import tarfile
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -261,3 +266,117 @@ def load_analogies():
             "sections; expected 19,544 in 14"
         )
     return df
+
+
+SST2 = register(
+    Entry(
+        name="sst2",
+        title="SST-2 (GLUE's binary Stanford Sentiment Treebank)",
+        kind="dataset",
+        description=(
+            "Sentences of film reviews labelled negative (0) or positive (1): "
+            "67,349 for training and 872 in the development set papers report "
+            "on (the 1,821 test sentences have no labels), as GLUE packs it."
+        ),
+        size="67,349 + 872 sentences, 7.4 MB zip",
+        licence=(
+            "no licence stated by its authors; distributed by GLUE "
+            "for research"
+        ),
+        source="https://nlp.stanford.edu/sentiment/",
+        loader="dlbook.data.load_sst2",
+        folder="glue",
+        files=(
+            RemoteFile(
+                "SST-2.zip",
+                "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip",
+                # the checksum torchtext's SST2 dataset pins for this file
+                "md5:9f81648d4199384278b86e315dac217c",
+            ),
+        ),
+        profiles=("full",),
+        citation="socher2013recursive",
+    )
+)
+
+SST2_SIZES = {"train": 67_349, "dev": 872}
+"""The number of labelled sentences in each split of GLUE's SST-2."""
+
+
+def read_sst2(path, split: str):
+    """One split of an SST-2 zip (GLUE's layout) as a ``pandas.DataFrame``.
+
+    ``path`` is the zip, whose top folder (``SST-2/``) holds ``train.tsv`` and
+    ``dev.tsv``: a header ``sentence<TAB>label``, then one sentence a line
+    with its label, 0 (negative) or 1 (positive). Columns: ``sentence``
+    (str) and ``label`` (int64). Nothing is downloaded or checked against a
+    checksum here (that is :func:`load_sst2`'s job), so this also reads a
+    copy made by hand.
+
+    Raises:
+        DatasetUnavailable: the zip lacks the split's file, or a row is
+            malformed (named by file and line).
+    """
+    import pandas as pd
+
+    if split not in SST2_SIZES:
+        raise ValueError(
+            f"split must be one of {sorted(SST2_SIZES)}, got {split!r}"
+        )
+    path = Path(path)
+    name = f"{split}.tsv"
+    try:
+        found = archive_files(path, name)
+    except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError) as err:
+        raise DatasetUnavailable(
+            f"{path} cannot be read as a zip ({type(err).__name__}: {err})"
+        ) from err
+    if name not in found:
+        raise DatasetUnavailable(f"{path} holds no SST-2/{name}")
+    try:
+        lines = found[name].decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise DatasetUnavailable(
+            f"{path}: SST-2/{name} is not UTF-8 ({err})"
+        ) from None
+    if not lines or lines[0].rstrip("\r") != "sentence\tlabel":
+        head = lines[0][:40] if lines else ""
+        raise DatasetUnavailable(
+            f"{path}: SST-2/{name} must start with the header "
+            f"'sentence\\tlabel', got {head!r}"
+        )
+    sentences, labels = [], []
+    for i, line in enumerate(lines[1:], start=2):
+        fields = line.rstrip("\r").split("\t")
+        if (
+            len(fields) != 2
+            or not fields[0].strip()
+            or fields[1] not in ("0", "1")
+        ):
+            raise DatasetUnavailable(
+                f"{path}: SST-2/{name} line {i} is not 'sentence<TAB>0 or 1': "
+                f"{line[:60]!r}"
+            )
+        sentences.append(fields[0])
+        labels.append(int(fields[1]))
+    return pd.DataFrame(
+        {"sentence": sentences, "label": np.array(labels, dtype=np.int64)}
+    )
+
+
+def load_sst2():
+    """GLUE's SST-2 as ``(train, dev)``, two frames as :func:`read_sst2`'s.
+
+    The dev set (872 sentences) is the one papers report accuracy on; the
+    test set's labels are not public, so it is not returned. Used by the full
+    profile only: the offline mirror does not hold it, and offline a missing
+    zip is a :class:`DatasetUnavailable` naming where ``SST-2.zip`` belongs.
+    """
+    path = fetch(SST2) / SST2.files[0].path
+    splits = tuple(read_sst2(path, split) for split in SST2_SIZES)
+    got = {s: len(df) for s, df in zip(SST2_SIZES, splits, strict=True)}
+    if got != SST2_SIZES:
+        raise DatasetUnavailable(
+            f"{path} holds {got} sentences; expected {SST2_SIZES}"
+        )
+    return splits

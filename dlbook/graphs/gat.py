@@ -45,8 +45,8 @@ from dlbook.graphs.gcn import (
     TrainConfig,
     _check_features,
     check_edge_index,
+    _propagate,
     feature_dropout,
-    propagate,
 )
 
 # --- softmax over neighbourhoods -------------------------------------------------------------
@@ -88,17 +88,51 @@ def segment_softmax(src: Tensor, index: Tensor, num_segments: int) -> Tensor:
         output: same shape as src.
     """
     _check_segments(src, index, num_segments)
+    return _segment_softmax(src, index, num_segments)
+
+
+def _segment_softmax(
+    src: Tensor,
+    index: Tensor,
+    num_segments: int,
+    segments: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
+    """:func:`segment_softmax` without the checks, for layers that made them.
+
+    ``segments``, if given, is ``(order, lengths)``: a stable ordering of
+    the rows by ``index`` and the size of each segment (see
+    :func:`segment_order`). The maxima then come from ``segment_reduce``
+    on the sorted rows, about twice as fast as ``scatter_reduce_``, and
+    equal to the bit (a maximum does not depend on the order).
+    """
     size = (num_segments,) + tuple(src.shape[1:])
-    expanded = index.view((-1,) + (1,) * (src.dim() - 1)).expand_as(src)
-    seg_max = src.new_full(size, -math.inf).scatter_reduce_(
-        0, expanded, src.detach(), "amax"
-    )  # (K, *)
+    if segments is None:
+        expanded = index.view((-1,) + (1,) * (src.dim() - 1)).expand_as(src)
+        seg_max = src.new_full(size, -math.inf).scatter_reduce_(
+            0, expanded, src.detach(), "amax"
+        )  # (K, *)
+    else:
+        order, lengths = segments
+        seg_max = torch.segment_reduce(
+            src.detach().index_select(0, order), "max", lengths=lengths, axis=0
+        )  # (K, *), -inf for an empty segment as above
     exp = (src - seg_max.index_select(0, index)).exp()  # (E, *)
     seg_sum = src.new_zeros(size).index_add_(0, index, exp)  # (K, *)
     return exp / seg_sum.index_select(0, index)
 
 
 # --- the layer -----------------------------------------------------------------------------
+
+
+def segment_order(index: Tensor, num_segments: int) -> tuple[Tensor, Tensor]:
+    """The rows of each segment, segment by segment: ``(order, lengths)``.
+
+    ``index[order]`` is sorted, rows of one segment kept in their order,
+    and ``lengths[k]`` counts the rows of segment ``k``. A layer that sees
+    the same graph at every step computes it once per graph.
+    """
+    order = torch.argsort(index, stable=True)
+    return order, torch.bincount(index, minlength=num_segments)
 
 
 def add_self_loops(edge_index: Tensor, num_nodes: int) -> Tensor:
@@ -244,15 +278,14 @@ class GATConv(nn.Module):
         weight = next(self.parameters())
         _check_features(x, self.in_channels, weight.dtype)
         num_nodes = x.size(0)
-        edge_index = check_edge_index(edge_index, num_nodes)
-        if self.add_self_loops:
-            edge_index = add_self_loops(edge_index, num_nodes)
+        # with the self-loops; segments: the edges grouped by target
+        edge_index, segments = self._edges(edge_index, num_nodes)
         h_src, h_dst = self.project(x)  # (N, H, C) each
         src, dst = edge_index
-        alpha = segment_softmax(
-            self.score(h_src, h_dst, src, dst), dst, num_nodes
+        alpha = _segment_softmax(
+            self.score(h_src, h_dst, src, dst), dst, num_nodes, segments
         )  # (E, H), sums to 1 into each node
-        out = propagate(
+        out = _propagate(
             h_src, edge_index, F.dropout(alpha, self.dropout, self.training)
         )  # (N, H, C)
         out = (
@@ -263,6 +296,35 @@ class GATConv(nn.Module):
         if self.bias is not None:
             out = out + self.bias
         return (out, (edge_index, alpha)) if return_attention_weights else out
+
+    def _edges(
+        self, edge_index: Tensor, num_nodes: int
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """The checked edge list, with the self-loops, and its segments: once per graph.
+
+        A layer trained on one graph sees the same edge_index at every
+        step; checking it and appending the loops each time costs about
+        as much as the scores. The result, with the edges' order by target
+        (:func:`segment_order`, for the softmax's maxima), is kept for the
+        tensor last given, and reused while that same object comes back
+        unmodified. A graph seen once gets no segments (the softmax then
+        scatters its maxima: sorting would cost more than it saves).
+        """
+        key = (edge_index, getattr(edge_index, "_version", None), num_nodes)
+        cache = getattr(self, "_edge_cache", None)
+        inference = torch.is_inference_mode_enabled()
+        if cache and cache[0] is edge_index and cache[1:3] == key[1:]:
+            if cache[4] is None and not inference:  # seen twice: sort
+                segments = segment_order(cache[3][1], num_nodes)
+                cache = self._edge_cache = cache[:4] + (segments,)
+            return cache[3], cache[4]
+        edges = check_edge_index(edge_index, num_nodes)
+        if self.add_self_loops:
+            edges = add_self_loops(edges, num_nodes)
+        # not from inference mode: its tensors cannot enter autograd
+        if not inference:
+            self._edge_cache = key + (edges, None)
+        return edges, None
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, heads={self.heads}, concat={self.concat}"

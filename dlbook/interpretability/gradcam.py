@@ -139,6 +139,7 @@ class CAMResult:
     targets: torch.Tensor
     logits: torch.Tensor
     guided: torch.Tensor | None = None  # (B, C, H, W), Guided Grad-CAM only
+    backprop: torch.Tensor | None = None  # (B, C, H, W), its guided backprop
 
 
 def _check_images(x) -> None:
@@ -184,6 +185,17 @@ class BaseCAM:
         """The weights :math:`\\alpha_k^c` (B, K) from activations and gradients (B, K, h, w)."""
         raise NotImplementedError
 
+    def gradients(
+        self, score: torch.Tensor, activation: torch.Tensor, x: torch.Tensor
+    ) -> torch.Tensor:
+        """The gradient of the score with respect to the feature maps.
+
+        Shapes: activation and result (B, K, h, w); x (B, C, H, W), the input
+        leaf, for a subclass that also wants the input's gradient.
+        """
+        (grads,) = torch.autograd.grad(score, activation)
+        return grads
+
     @staticmethod
     def _targets(target, logits: torch.Tensor) -> torch.Tensor:
         batch, classes = logits.shape
@@ -221,7 +233,7 @@ class BaseCAM:
             # The images of a batch are independent: the gradient of the sum
             # is each image's own.
             score = logits.gather(1, targets[:, None]).sum()
-            (grads,) = torch.autograd.grad(score, cap.activation)
+            grads = self.gradients(score, cap.activation, x)
         activations = cap.activation.detach()  # (B, K, h, w)
         alpha = self.weights(activations, grads)  # (B, K)
         raw = F.relu(
@@ -286,42 +298,56 @@ class GradCAMPlusPlus(BaseCAM):
 # --- guided backpropagation -----------------------------------------------------------------
 
 
-class _GuidedReLU(torch.autograd.Function):
-    """ReLU (or ReLU6) forward; backward passes only positive gradients through active units."""
+class _StopNegative(torch.autograd.Function):
+    """Identity forward; backward stops negative gradients while gates.guided.
+
+    Placed after a ReLU, whose own backward keeps only its active units, it
+    makes the ReLU guided: a gradient passes only where both the unit and the
+    gradient are positive.
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, upper: float) -> torch.Tensor:
-        active = (x > 0) & (x < upper)
-        ctx.save_for_backward(active)
-        return x.clamp(0, upper)
+    def forward(ctx, x: torch.Tensor, gates: "Gates") -> torch.Tensor:
+        ctx.gates = gates
+        return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (active,) = ctx.saved_tensors
-        return grad.clamp(min=0) * active, None
+        return (grad.clamp(min=0) if ctx.gates.guided else grad), None
+
+
+@dataclass
+class Gates:
+    """The gates guided_relus put after a model's ReLUs."""
+
+    count: int = 0  # how many ReLU modules are gated
+    guided: bool = True  # False: gradients pass unchanged (plain backprop)
 
 
 @contextmanager
-def guided_relus(model: nn.Module) -> Iterator[int]:
-    """Make every nn.ReLU and nn.ReLU6 of `model` guided; yields how many.
+def guided_relus(model: nn.Module, guided: bool = True) -> Iterator[Gates]:
+    """Make every nn.ReLU and nn.ReLU6 of `model` guided; yields the gates.
 
-    A forward hook replaces each ReLU's output by _GuidedReLU applied to its
-    input, so nothing in the model is swapped or edited; the hooks are removed
-    on exit. An in-place ReLU has already overwritten its input with the output
-    when the hook runs; the positive entries, and hence the guided backward
-    pass, are the same.
+    A forward hook passes each ReLU's output through a gate whose backward
+    pass stops negative gradients; the ReLU's own backward then keeps only
+    its active units. Nothing in the model is swapped or edited, and the hooks
+    are removed on exit. With guided=False the gates let gradients through
+    until gates.guided is set, so one forward pass can serve a plain and a
+    guided backward pass.
     """
-    handles = []
+    gates = Gates(guided=guided)
 
     def hook(module, inputs, output):
-        upper = 6.0 if isinstance(module, nn.ReLU6) else float("inf")
-        return _GuidedReLU.apply(inputs[0], upper)
+        return _StopNegative.apply(output, gates)
 
-    for m in model.modules():
-        if isinstance(m, (nn.ReLU, nn.ReLU6)):
-            handles.append(m.register_forward_hook(hook))
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, (nn.ReLU, nn.ReLU6))
+    ]
+    gates.count = len(handles)
     try:
-        yield len(handles)
+        yield gates
     finally:
         for h in handles:
             h.remove()
@@ -338,11 +364,8 @@ def guided_backprop(
     """
     model.eval()
     x = x.to(next(model.parameters()).device).detach().requires_grad_(True)
-    with guided_relus(model) as n, torch.enable_grad():
-        if n == 0:
-            raise ValueError(
-                f"{type(model).__name__} has no nn.ReLU or nn.ReLU6 module to guide"
-            )
+    with guided_relus(model) as gates, torch.enable_grad():
+        _check_gated(model, gates)
         logits = model(x)
         t = BaseCAM._targets(
             target, logits
@@ -351,17 +374,36 @@ def guided_backprop(
     return grad
 
 
+def _check_gated(model: nn.Module, gates: Gates) -> None:
+    if gates.count == 0:
+        raise ValueError(
+            f"{type(model).__name__} has no nn.ReLU or nn.ReLU6 module to guide"
+        )
+
+
 class GuidedGradCAM(GradCAM):
     """Guided Grad-CAM (Selvaraju et al. 2017, section 3): guided backpropagation times the
-    upsampled Grad-CAM map; the result's ``guided`` field holds it, shape (B, C, H, W)."""
+    upsampled Grad-CAM map; the result's ``guided`` field holds it and ``backprop`` the
+    guided-backpropagation gradient, both of shape (B, C, H, W).
+
+    One forward pass serves both: its backward pass to the feature maps runs with the
+    gates open (plain gradients, as Grad-CAM), then the one to the input with the gates
+    guided.
+    """
 
     def __call__(self, x, target=None) -> CAMResult:
-        result = super().__call__(x, target)
-        result.guided = (
-            guided_backprop(self.model, x, result.targets)
-            * result.maps[:, None]
-        )
+        with guided_relus(self.model, guided=False) as self._gates:
+            _check_gated(self.model, self._gates)
+            result = super().__call__(x, target)
+        result.backprop, self._backprop = self._backprop, None
+        result.guided = result.backprop * result.maps[:, None]
         return result
+
+    def gradients(self, score, activation, x):
+        (grads,) = torch.autograd.grad(score, activation, retain_graph=True)
+        self._gates.guided = True
+        (self._backprop,) = torch.autograd.grad(score, x)
+        return grads
 
 
 # --- the sanity check of Adebayo et al. (2018) ----------------------------------------------
@@ -396,7 +438,8 @@ def cascading_randomization(
             normalisation statistics are not applied to random features).
         x: the images (B, C, H, W).
         explain: ``explain(model, x, targets)`` returning maps (B, H, W), e.g.
-            ``lambda m, x, t: GradCAM(m, "_conv_head")(x, t).maps``.
+            ``lambda m, x, t: GradCAM(m, "_conv_head")(x, t).maps``, or a dict of
+            such maps for several methods computed together (one forward pass).
         target: the classes explained; default: the trained model's predictions, kept fixed.
         seed: seeds the re-initialisation of stage ``i`` with ``seed + i``.
 

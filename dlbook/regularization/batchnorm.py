@@ -511,6 +511,59 @@ def rel_error(a: np.ndarray, b: np.ndarray) -> float:
     )
 
 
+# --- the training data of the chapter ---------------------------------
+
+
+class RandomBatches:
+    """Mini-batches drawn with replacement, ``every`` of them per pass.
+
+    A loader for ``dlbook.train.fit`` that evaluates every ``every`` steps:
+    each pass over it (one ``fit`` epoch) yields the next ``every`` batches
+    ``(x[i], y[i])`` of ``batch_size`` examples. The indices of all ``steps``
+    come from one draw of a generator seeded with ``seed``, so a run depends
+    on its seed alone, and a batch is one indexing operation, not a
+    DataLoader's collation of ``batch_size`` single examples.
+
+    Shapes:
+        x: (N, ...); y: (N,); each batch: (batch_size, ...), (batch_size,).
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        steps: int,
+        every: int,
+        batch_size: int,
+        seed: int = 0,
+    ):
+        check_tensor("x", x, nonempty=True)
+        check_tensor("y", y, shape=(len(x),))
+        check_int("every", every, low=1)
+        check_int("steps", steps, low=every)
+        check_int("batch_size", batch_size, low=1)
+        check_int("seed", seed, low=0)
+        generator = torch.Generator().manual_seed(seed)
+        shape = (steps // every, every, batch_size)
+        self.x, self.y = x, y
+        self.index = torch.randint(len(x), shape, generator=generator)
+        self.passes = 0  # how many passes have been drawn
+
+    def __len__(self) -> int:
+        return self.index.shape[1]
+
+    def __iter__(self):
+        if self.passes == len(self.index):
+            raise RuntimeError(
+                f"all {len(self.index)} passes of {len(self)} batches have "
+                "been drawn; make a new RandomBatches for more steps"
+            )
+        chunk = self.index[self.passes]
+        self.passes += 1
+        for i in chunk:
+            yield self.x[i], self.y[i]
+
+
 # --- the networks of the chapter ----------------------------------------------------------------
 
 

@@ -131,10 +131,16 @@ def knn_predict(
             )
             out.append(torch.stack([values[:, :j].mean(1) for j in ks]))
         else:
-            # (chunk, max k, classes): the votes of the first j neighbours
-            votes = F.one_hot(neighbours, n_classes).cumsum(1)
-            # argmax returns the first maximum: ties go to the smallest label
-            out.append(torch.stack([votes[:, j - 1].argmax(1) for j in ks]))
+            # (chunk, classes): the votes of the first j neighbours, for the
+            # values of k in increasing order, counting only those in between
+            votes = neighbours.new_zeros(len(q), n_classes)
+            ones, done, by_k = torch.ones_like(neighbours), 0, {}
+            for j in sorted(set(ks)):
+                votes.scatter_add_(1, neighbours[:, done:j], ones[:, done:j])
+                # argmax returns the first maximum: ties go to the smaller
+                # label, as in scikit-learn
+                by_k[j], done = votes.argmax(1), j
+            out.append(torch.stack([by_k[j] for j in ks]))
     preds = torch.cat(out, dim=1)  # (len(ks), M)
     return preds[0] if single else preds
 

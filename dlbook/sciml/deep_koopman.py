@@ -41,7 +41,13 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    RandomSampler,
+    SequentialSampler,
+    TensorDataset,
+)
 
 from dlbook.sciml.systems import System, sample_box
 from dlbook.train import History, fit
@@ -337,6 +343,134 @@ def koopman_step(
     return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
 
+def _aux_input(y: Tensor, P: int, log_radius: bool) -> Tensor:
+    """What the auxiliary network sees: g(r²) per pair, then the reals."""
+    B = len(y)
+    if not P:
+        return y
+    radius2 = y[:, : 2 * P].reshape(B, P, 2).pow(2).sum(-1)  # (B, P)
+    a = torch.log(radius2 + 1e-12) if log_radius else radius2
+    return a if y.shape[1] == 2 * P else torch.cat([a, y[:, 2 * P :]], 1)
+
+
+class _Rollout(torch.autograd.Function):
+    """K^m y_0 for m = 1 .. S with the auxiliary network, backward by hand.
+
+    Forward: the arithmetic of S calls of DeepKoopman.step. Backward: the
+    chain rule through the steps in reverse, written out, with the weight
+    gradients of all steps summed in one product per layer. The loss makes
+    a few hundred tiny operations per step, where the bookkeeping of
+    autograd costs more than the arithmetic; one node for the whole rollout
+    is several times faster (tested equal to stepping with autograd).
+    """
+
+    @staticmethod
+    def forward(ctx, y0, n_steps, dt, P, log_radius, *params):
+        L = len(params) // 2
+        weights, biases = params[:L], params[L:]
+        B, k = y0.shape
+        ys, layers, factors = [y0], [], []
+        y = y0
+        for _ in range(n_steps):
+            hs = [_aux_input(y, P, log_radius)]  # the input of each layer
+            for W, b in zip(weights[:-1], biases[:-1]):
+                hs.append(torch.relu(torch.addmm(b, hs[-1], W)))
+            out = torch.addmm(biases[-1], hs[-1], weights[-1])
+            parts, factor = [], None
+            if P:  # (omega, mu) per pair: z <- exp((mu + i omega) dt) z
+                pairs = out[:, : 2 * P].reshape(B, P, 2)
+                z = torch.view_as_complex(
+                    y[:, : 2 * P].reshape(B, P, 2).contiguous()
+                )
+                factor = torch.exp(
+                    torch.complex(pairs[..., 1], pairs[..., 0]) * dt
+                )
+                parts.append(torch.view_as_real(factor * z).reshape(B, 2 * P))
+            scale = None
+            if not P:  # real eigenvalues only: y <- exp(mu dt) y
+                scale = torch.exp(out * dt)
+                parts.append(y * scale)
+            elif k > 2 * P:  # the real ones after the pairs
+                scale = torch.exp(out[:, 2 * P :] * dt)
+                parts.append(y[:, 2 * P :] * scale)
+            y = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+            ys.append(y)
+            layers.append(hs)
+            factors.append((factor, scale))
+        ctx.save_for_backward(*params)
+        ctx.trace = (ys, layers, factors)
+        ctx.consts = (dt, P, log_radius)
+        return torch.stack(ys[1:], 1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        params = ctx.saved_tensors
+        weights = params[: len(params) // 2]
+        ys, layers, factors = ctx.trace
+        dt, P, log_radius = ctx.consts
+        B, k = ys[0].shape
+        out_grads = [[] for _ in weights]  # per layer, per step (reversed)
+        weights_t = [W.T for W in weights]
+        grads = grad.unbind(1)  # dL/dy_{m+1} from the output, per step
+        gy = torch.zeros_like(ys[0])
+        for m in reversed(range(len(factors))):
+            gy = gy + grads[m]  # dL/dy_{m+1}
+            (factor, scale), hs = factors[m], layers[m]
+            g_out, g_y = [], []
+            if P:
+                gz = torch.view_as_complex(
+                    gy[:, : 2 * P].reshape(B, P, 2).contiguous()
+                )
+                z_new = torch.view_as_complex(
+                    ys[m + 1][:, : 2 * P].reshape(B, P, 2).contiguous()
+                )
+                # dL/d(mu + i omega) = dt conj(z_new) gz; times i and
+                # conjugated it reads (d omega, d mu): the output's order
+                g_lam = z_new * torch.conj(gz) * (1j * dt)
+                g_out.append(torch.view_as_real(g_lam).reshape(B, 2 * P))
+                g_y.append(
+                    torch.view_as_real(torch.conj(factor) * gz).reshape(
+                        B, 2 * P
+                    )
+                )
+            if scale is not None:
+                g_real, y_real = (
+                    (gy, ys[m + 1])
+                    if not P
+                    else (gy[:, 2 * P :], ys[m + 1][:, 2 * P :])
+                )
+                g_out.append(g_real * y_real * dt)
+                g_y.append(g_real * scale)
+            g = g_out[0] if len(g_out) == 1 else torch.cat(g_out, 1)
+            for layer in reversed(range(len(weights))):
+                out_grads[layer].append(g)
+                g = g @ weights_t[layer]
+                if layer:  # through the ReLU that made this layer's input
+                    # (g where its output is positive, else 0: ReLU's own
+                    # backward, one operation)
+                    g = torch.ops.aten.threshold_backward(g, hs[layer], 0)
+            gy = g_y[0] if len(g_y) == 1 else torch.cat(g_y, 1)
+            if P:  # through g(r²) to the pairs' coordinates
+                yp = ys[m][:, : 2 * P].reshape(B, P, 2)
+                g_r2 = g[:, :P]
+                if log_radius:
+                    g_r2 = g_r2 / (yp.pow(2).sum(-1) + 1e-12)
+                g_pairs = (yp * (2 * g_r2)[..., None]).reshape(B, 2 * P)
+                g = (
+                    g_pairs
+                    if k == 2 * P
+                    else torch.cat([g_pairs, g[:, P:]], 1)
+                )
+            gy = gy + g
+        grads_w, grads_b = [], []
+        for layer, gs in enumerate(out_grads):
+            inputs = torch.cat([hs[layer] for hs in reversed(layers)])
+            outputs = torch.cat(gs)
+            grads_w.append(inputs.T @ outputs)
+            grads_b.append(outputs.sum(0))
+        return (gy, None, None, None, None, *grads_w, *grads_b)
+
+
 # --- the model ------------------------------------------------------------------------------
 
 
@@ -411,12 +545,16 @@ class DeepKoopman(nn.Module):
             return koopman_step(
                 y, mu, omega, times[:, None], self.cfg.num_complex_pairs
             ).reshape(B, n_steps, k)
-        weights = self.aux.net.masked_weights()  # once, not at every step
-        ys, y = [], y0
-        for _ in range(n_steps):
-            y = self.step(y, weights)
-            ys.append(y)
-        return torch.stack(ys, 1)
+        net = self.aux.net  # one autograd node for all the steps
+        return _Rollout.apply(
+            y0,
+            n_steps,
+            self.cfg.dt,
+            self.cfg.num_complex_pairs,
+            self.cfg.log_radius,
+            *net.masked_weights(),
+            *net.biases,
+        )
 
     def eigenvalues(self, x: Tensor) -> Tensor:
         """The continuous-time eigenvalues ``mu + i omega`` at states ``x (B, n)``: ``(B, P + R)`` complex."""
@@ -652,11 +790,12 @@ def train(
                 "entries are NaN or infinite"
             )
     loss = DeepKoopmanLoss(model.cfg)
+    # whole batches by one indexing each (the batches of shuffle=True)
+    data = TensorDataset(x_train, x_train)
     loader = DataLoader(
-        TensorDataset(x_train, x_train),
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=True,
+        data,
+        batch_size=None,
+        sampler=BatchSampler(RandomSampler(data), batch_size, True),
     )
     if len(loader) == 0:
         raise ValueError(
@@ -664,12 +803,16 @@ def train(
             "training trajectories"
         )
     epochs = -(-steps // len(loader))
-    val = (
-        DataLoader(TensorDataset(x_val, x_val), batch_size=1024)
-        if x_val is not None
-        else None
-    )
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    val = None
+    if x_val is not None:
+        data = TensorDataset(x_val, x_val)
+        val = DataLoader(
+            data,
+            batch_size=None,
+            sampler=BatchSampler(SequentialSampler(data), 1024, False),
+        )
+    # foreach: the same arithmetic as the loop over parameters, fewer calls
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=epochs * len(loader)

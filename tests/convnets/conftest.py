@@ -1,14 +1,10 @@
-"""Run the convnets tests on one thread: their tensors are tiny, and on a
-shared CPU several threads spin against each other (measured: a 100-step
-CoordConv fit took 30 s on two threads of a busy machine, 2 s on one)."""
+"""Run the convnets tests on one thread (the shared ``one_thread`` fixture of
+tests/conftest.py): their tensors are tiny, and on a shared CPU several threads
+spin against each other."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _convnets_on_one_thread(one_thread):
     yield
-    torch.set_num_threads(threads)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 
 from dlbook.foundations.mlp import (
-    ACTIVATIONS, MLP, BudgetStudyConfig, GDConfig, MLPConfig, ParallelMLP, activation, count_params, deep_vs_wide,
+    ACTIVATIONS, MLP, BudgetStudyConfig, GDConfig, MLPConfig, ParallelMLP, SideBySide, activation, count_params, deep_vs_wide,
     fit_logistic_regression, fit_softmax_regression, gelu, gelu_grad, gradient_descent, logistic_nll, smoothness,
     softmax, softmax_jacobian, softmax_nll, softplus, summed_cross_entropy, width_for_budget,
 )
@@ -120,6 +120,20 @@ def test_softmax_nll_and_gradient_equal_autograd(weight_decay):
     b = torch.randn(4, dtype=torch.float64, requires_grad=True)
     loss, gW, gb = softmax_nll(W.detach(), b.detach(), X, y, weight_decay)
     ref = F.cross_entropy(X @ W + b, y) + 0.5 * weight_decay * (W * W).sum()
+    ref.backward()
+    torch.testing.assert_close(loss, ref.detach())
+    torch.testing.assert_close(gW, W.grad)
+    torch.testing.assert_close(gb, b.grad)
+
+
+def test_softmax_nll_in_float32_on_mnist_sized_data_equals_autograd():
+    """The transposed products keep float32 precision on many examples and features."""
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.rand(3000, 784, generator=g), torch.randint(0, 10, (3000,), generator=g)
+    W = (0.01 * torch.randn(784, 10, generator=g)).requires_grad_()
+    b = torch.zeros(10, requires_grad=True)
+    loss, gW, gb = softmax_nll(W.detach(), b.detach(), X, y, 0.01)
+    ref = F.cross_entropy(X @ W + b, y) + 0.005 * (W * W).sum()
     ref.backward()
     torch.testing.assert_close(loss, ref.detach())
     torch.testing.assert_close(gW, W.grad)
@@ -247,6 +261,34 @@ def test_deep_vs_wide_trains_at_an_equal_budget_and_repeats_exactly():
     assert all(r["steps"] == 4 * math.ceil(1000 / 64) for r in a)
 
 
+def test_deep_vs_wide_in_one_loop_equals_one_loop_per_depth():
+    """All depths side by side (SideBySide) make the runs of one training per depth."""
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
+
+    from dlbook.config import seed_everything
+    from dlbook.train import evaluate, fit
+
+    x, y, xt, yt = _digits(n_train=600, n_test=200)
+    cfg = BudgetStudyConfig(budget=15_000, depths=(1, 3), seeds=(0, 1), epochs=3, batch_size=64)
+    together = deep_vs_wide(x, y, xt, yt, cfg)
+    separate = []
+    for depth in cfg.depths:  # the loop of deep_vs_wide before SideBySide
+        width = width_for_budget(cfg.budget, depth)
+        nets = []
+        for seed in cfg.seeds:
+            seed_everything(seed)
+            nets.append(MLP(MLPConfig(784, (width,) * depth, 10, cfg.activation)))
+        model = ParallelMLP(nets)
+        data = TensorDataset(x, y)
+        order = RandomSampler(data, generator=torch.Generator().manual_seed(cfg.batch_seed))
+        loader = DataLoader(data, sampler=BatchSampler(order, cfg.batch_size, False), batch_size=None)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, foreach=True)
+        fit(model, loader, opt, epochs=cfg.epochs, loss_fn=summed_cross_entropy, metrics={}, progress=False)
+        separate += [evaluate(net, [(xt, yt)])["loss"] for net in model.split()]
+    assert [r["test_loss"] for r in together] == pytest.approx(separate, rel=1e-5)
+    assert [(r["depth"], r["seed"]) for r in together] == [(1, 0), (1, 1), (3, 0), (3, 1)]
+
+
 @pytest.mark.parametrize("optimizer", [torch.optim.Adam, torch.optim.SGD])
 def test_parallel_mlp_equals_separate_runs(optimizer):
     """S networks trained side by side make the same runs as S separate trainings."""
@@ -276,3 +318,13 @@ def test_parallel_mlp_equals_separate_runs(optimizer):
             torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-10)
     with pytest.raises(ValueError, match="one shape"):
         ParallelMLP([nets[0], MLP(MLPConfig(d_in=12, hidden=(9,), d_out=4))])
+
+
+def test_side_by_side_concatenates_its_parts_and_needs_one():
+    nets = [MLP(MLPConfig(d_in=6, hidden=(5,), d_out=3)) for _ in range(2)]
+    deep = [MLP(MLPConfig(d_in=6, hidden=(4, 4), d_out=3))]
+    grid = SideBySide([ParallelMLP(nets), ParallelMLP(deep)])
+    x = torch.randn(7, 6)
+    torch.testing.assert_close(grid(x), torch.stack([n(x) for n in nets + deep], dim=1))
+    with pytest.raises(ValueError, match="at least one network"):
+        SideBySide([])

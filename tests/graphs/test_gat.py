@@ -10,7 +10,8 @@ from torch_geometric.utils import softmax as pyg_softmax
 from dlbook.config import seed_everything
 from dlbook.graphs.gat import (
     GAT, GATConv, GATv2Conv, InductiveGAT, InductiveGATConfig, InductiveGCN, InductiveTrainConfig,
-    attention_entropy, collate, micro_f1, segment_softmax, train_inductive,
+    _segment_softmax, attention_entropy, collate, micro_f1, segment_order, segment_softmax,
+    train_inductive,
 )
 from dlbook.graphs.gcn import MLP, GCNConfig, sparse_features
 from dlbook.graphs.synthetic import multilabel_graphs
@@ -46,6 +47,48 @@ def test_segment_softmax_gradient_is_exact():
     src = torch.randn(40, 3, generator=g, dtype=torch.double, requires_grad=True)
     index = torch.randint(0, 7, (40,), generator=g)
     assert torch.autograd.gradcheck(lambda s: segment_softmax(s, index, 7), (src,))
+
+
+@pytest.mark.parametrize("shape", [(200,), (200, 4), (200, 3, 2)])
+def test_segment_softmax_with_sorted_segments_is_bitwise_the_same(shape):
+    # segment_reduce's maxima (a layer's cached graph) against scatter_reduce_'s, with empty
+    # segments (20..29), ties and a -0.0 beside a 0.0; values and gradients equal to the bit
+    g = torch.Generator().manual_seed(2)
+    src = (torch.randn(shape, generator=g) * 20).round()  # integers: many ties
+    src[0], src[1] = 0.0, -0.0
+    index = torch.randint(0, 20, (200,), generator=g)
+    index[0] = index[1] = 3
+    upstream = torch.randn(shape, generator=g)
+    outs, grads = [], []
+    for segments in (None, segment_order(index, 30)):
+        s = src.clone().requires_grad_()
+        out = _segment_softmax(s, index, 30, segments)
+        (out * upstream).sum().backward()
+        outs.append(out)
+        grads.append(s.grad)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1])
+    order, lengths = segment_order(index, 30)
+    assert torch.equal(index[order], index.sort(stable=True).values)
+    assert lengths.tolist() == torch.bincount(index, minlength=30).tolist()
+
+
+@pytest.mark.parametrize("Conv", [GATConv, GATv2Conv])
+def test_layer_on_a_cached_graph_is_bitwise_the_uncached_layer(Conv):
+    # from its second step on a graph, the layer takes the softmax's sorted-segments path
+    x, edge_index = _graph()
+    seed_everything(0)
+    layer = Conv(6, 5, heads=3)
+    fresh = Conv(6, 5, heads=3)
+    fresh.load_state_dict(layer.state_dict())
+    for step in range(3):
+        x1, x2 = (x.clone().requires_grad_() for _ in range(2))
+        out1 = layer(x1, edge_index)  # cached graph: segments from step 1 on
+        fresh._edge_cache = None  # a graph seen once: scattered maxima
+        out2 = fresh(x2, edge_index)
+        out1.sum().backward()
+        out2.sum().backward()
+        assert torch.equal(out1, out2) and torch.equal(x1.grad, x2.grad)
+    assert layer._edge_cache[4] is not None and fresh._edge_cache[4] is None
 
 
 # --- the layers against PyG -----------------------------------------------------------------

@@ -335,3 +335,31 @@ def test_cached_layer_is_not_filled_in_inference_mode():
     assert conv._cache is None
     conv(x, edge_index).sum().backward()  # no error, and now cached
     assert conv._cache is not None
+
+
+def test_sparse_adjacency_equals_propagate():
+    """Â h with the CSR matrix built once: the sums of propagate (duplicates added), and Âᵀ is its transpose."""
+    from dlbook.graphs.gcn import sparse_adjacency
+
+    x, edge_index = _graph()
+    w = torch.rand(edge_index.size(1), generator=torch.Generator().manual_seed(1))
+    a, a_t = sparse_adjacency(edge_index, w, 30)
+    torch.testing.assert_close(a @ x, propagate(x, edge_index, w))
+    torch.testing.assert_close(a_t.to_dense(), a.to_dense().T)
+
+
+def test_cached_layer_equals_uncached_forward_and_backward():
+    """The cached layer multiplies by the sparse Â; outputs and every gradient equal the edge-list path."""
+    x, edge_index = _graph()
+    fresh, cached = GCNConv(6, 4), GCNConv(6, 4, cached=True)
+    cached.load_state_dict(fresh.state_dict())
+    upstream = torch.randn(30, 4)
+    for step in range(2):  # the first call builds the cache, the second reuses it
+        x1, x2 = (x.clone().requires_grad_() for _ in range(2))
+        out1, out2 = fresh(x1, edge_index), cached(x2, edge_index)
+        (out1 * upstream).sum().backward()
+        (out2 * upstream).sum().backward()
+        torch.testing.assert_close(out2, out1)
+        torch.testing.assert_close(x2.grad, x1.grad)
+        torch.testing.assert_close(cached.lin.weight.grad, fresh.lin.weight.grad)
+        assert cached._cache is not None

@@ -177,8 +177,8 @@ def test_guided_relus_inplace_and_not_agree():
     b = nn.Sequential(*[nn.ReLU() if isinstance(m, nn.ReLU) and not isinstance(m, nn.ReLU6) else m for m in a])
     x = torch.randn(2, 1, 8, 8)
     torch.testing.assert_close(guided_backprop(a, x, 1), guided_backprop(b, x, 1))
-    with guided_relus(a) as n:
-        assert n == 2
+    with guided_relus(a) as gates:
+        assert gates.count == 2
     assert not any(m._forward_hooks for m in a.modules())
 
 
@@ -201,6 +201,27 @@ def test_guided_gradcam_is_the_product():
     r = GuidedGradCAM(model, "features.relu4")(x)
     assert r.guided.shape == (2, 1, 28, 28)
     torch.testing.assert_close(r.guided, guided_backprop(model, x, r.targets) * r.maps[:, None])
+
+
+def test_guided_gradcam_one_forward_pass_equals_two():
+    # the plain backward pass to the maps and the guided one to the input share
+    # one forward pass; each equals its own separate computation
+    model = _resnet()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    r = GuidedGradCAM(model, "layer4")(x, [1, 7])
+    torch.testing.assert_close(r.maps, GradCAM(model, "layer4")(x, [1, 7]).maps, atol=0, rtol=0)
+    torch.testing.assert_close(r.backprop, guided_backprop(model, x, [1, 7]), atol=0, rtol=0)
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_open_gates_leave_the_gradient_plain():
+    model = _small_cnn()
+    x = torch.rand(2, 1, 28, 28, requires_grad=True)
+    model(x)[:, 3].sum().backward()
+    with guided_relus(model, guided=False) as gates:
+        assert gates.count == 4 and not gates.guided
+        (g,) = torch.autograd.grad(model(x)[:, 3].sum(), x)
+    torch.testing.assert_close(g, x.grad, atol=0, rtol=0)
 
 
 def test_subclass_overrides_only_the_weights():

@@ -223,3 +223,35 @@ def test_deep_mlp_layers(norm, kind):
         assert sum(isinstance(m, kind) for m in model) == 4
     with pytest.raises(ValueError, match="norm must be one of"):
         deep_mlp(norm="group")
+
+
+def test_random_batches_yield_every_batch_of_one_seeded_draw():
+    from dlbook.regularization.batchnorm import RandomBatches
+
+    x = torch.arange(50.0).reshape(50, 1) * 10
+    y = torch.arange(50)
+    draws = RandomBatches(x, y, steps=12, every=4, batch_size=6, seed=3)
+    passes = [list(draws) for _ in range(3)]  # fit's three epochs
+    assert [len(p) for p in passes] == [4, 4, 4] and len(draws) == 4
+    expected = torch.randint(50, (3, 4, 6), generator=torch.Generator().manual_seed(3))
+    for p, idx in zip(passes, expected):
+        for (xb, yb), i in zip(p, idx):
+            assert torch.equal(yb, i) and torch.equal(xb[:, 0], 10 * i.float())
+    with pytest.raises(RuntimeError, match="passes"):
+        list(draws)  # the steps are used up
+    again = RandomBatches(x, y, steps=12, every=4, batch_size=6, seed=3)
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(list(again), passes[0]))
+    other = list(RandomBatches(x, y, steps=12, every=4, batch_size=6, seed=4))
+    assert not all(torch.equal(a[1], b[1]) for a, b in zip(other, passes[0]))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(steps=3, every=4), "steps"), (dict(every=0), "every"),
+    (dict(batch_size=0), "batch_size"), (dict(y=torch.zeros(3)), "y"),
+])
+def test_random_batches_refuse_bad_arguments(kwargs, match):
+    from dlbook.regularization.batchnorm import RandomBatches
+
+    args = dict(x=torch.zeros(5, 2), y=torch.zeros(5), steps=8, every=4, batch_size=2)
+    with pytest.raises((ValueError, TypeError), match=match):
+        RandomBatches(**{**args, **kwargs})

@@ -47,6 +47,19 @@ def test_knn_with_a_list_of_k_equals_one_k_at_a_time():
     torch.testing.assert_close(knn_predict(x, t, q, ks, regression=True)[2], knn_predict(x, t, q, 7, regression=True))
 
 
+def test_knn_votes_for_many_k_in_any_order_equal_scikit_learn():
+    """The votes counted k after k (in increasing order) give sklearn's vote for each k."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(500, 4, generator=g, dtype=torch.float64)
+    q = torch.randn(200, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 4, (500,), generator=g)  # even k and 4 classes: ties
+    ks = [40, 2, 9, 2, 1, 16]  # unsorted, one repeated
+    many = knn_predict(x, y, q, ks, chunk=70)
+    for row, k in zip(many, ks, strict=True):
+        ref = KNeighborsClassifier(k, algorithm="brute").fit(x.numpy(), y.numpy())
+        assert row.tolist() == ref.predict(q.numpy()).tolist(), k
+
+
 def test_knn_with_k1_memorizes_the_training_set():
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(100, 4, generator=g), torch.randint(0, 5, (100,), generator=g)

@@ -10,8 +10,8 @@ import torch
 
 from dlbook.sciml.burgers import heat_mode_solution, periodic_grid
 from dlbook.sciml.physics_informed_koopman import (
-    KoopmanAutoencoder, KoopmanConfig, burgers_residual, burgers_trajectories, data_size_sweep, koopman_losses,
-    latent_residual, precondition, prediction_error, spectral_derivatives, train_koopman,
+    KoopmanAutoencoder, KoopmanConfig, burgers_residual, burgers_trajectories, data_size_sweep, flow_matrices,
+    koopman_losses, latent_residual, precondition, prediction_error, spectral_derivatives, train_koopman,
 )
 
 F64 = torch.float64
@@ -74,6 +74,28 @@ def test_advance_is_a_semigroup():
     z = model.advance(z0, t)
     torch.testing.assert_close(z[:, 0], z0)
     torch.testing.assert_close(model.advance(z[:, 1], torch.tensor([0.5], dtype=F64))[:, 0], z[:, 2])
+
+
+@pytest.mark.parametrize("dtype, rtol", [(F64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("T", [3, 5, 11, 17])
+def test_flows_on_a_uniform_grid_equal_the_matrix_exponential(dtype, rtol, T):
+    """Powers of exp(h L) = exp(t_k L) for t = 0, h, 2h, ..., values and gradients."""
+    torch.manual_seed(0)
+    generator = (0.5 * torch.randn(6, 6, dtype=dtype)).requires_grad_()
+    t = torch.linspace(0, 2, T, dtype=dtype)
+    weight = torch.randn(T, 6, 6, dtype=dtype)  # a gradient that differs per time
+    results = []
+    for flows in (flow_matrices, lambda L, t: torch.linalg.matrix_exp(t[:, None, None] * L)):
+        value = flows(generator, t)
+        (grad,) = torch.autograd.grad((value * weight).sum(), generator)
+        results.append((value.detach(), grad))
+    (a, ga), (b, gb) = results
+    torch.testing.assert_close(a, b, rtol=rtol, atol=rtol * b.abs().max().item())
+    torch.testing.assert_close(ga, gb, rtol=10 * rtol, atol=10 * rtol * gb.abs().max().item())
+    # any other grid: one exponential per time, exactly
+    for other in (torch.tensor([0.0, 0.3, 0.5], dtype=dtype), t + 0.1, t[:2]):
+        torch.testing.assert_close(flow_matrices(generator, other),
+                                   torch.linalg.matrix_exp(other[:, None, None] * generator), rtol=0, atol=0)
 
 
 def test_jvp_time_derivative_equals_finite_differences():
