@@ -187,16 +187,32 @@ class M2Loss:
 
     A batch with no rows of one kind leaves that kind's terms out.
 
+    ``labelled_weight`` λ multiplies both labelled terms, as if every
+    labelled image were seen λ times: λ = 1 is the paper's J^α; λ = N_u / N_l
+    makes the labelled images weigh as much as the unlabelled ones, what a
+    batch of equal halves averaged as one mean does in many reimplementations.
+
     Args:
         alpha: the weight α of the classification term, in the paper's units.
         n_labelled: N_l, the labelled images in the training set.
         n_unlabelled: N_u, the unlabelled ones.
+        labelled_weight: λ > 0, the weight of the labelled terms (1: the
+            paper's objective).
     """
 
-    def __init__(self, alpha: float, n_labelled: int, n_unlabelled: int):
+    def __init__(
+        self,
+        alpha: float,
+        n_labelled: int,
+        n_unlabelled: int,
+        labelled_weight: float = 1.0,
+    ):
         self.alpha = check_number("alpha", alpha, low=0)
         self.n_labelled = check_int("n_labelled", n_labelled, low=1)
         self.n_unlabelled = check_int("n_unlabelled", n_unlabelled, low=0)
+        self.labelled_weight = check_number(
+            "labelled_weight", labelled_weight, low=0, low_open=True
+        )
 
     def __call__(self, out: M2Output, y: torch.Tensor) -> torch.Tensor:
         check_semi_supervised_labels("y", y, out.class_logits.shape[1])
@@ -207,8 +223,9 @@ class M2Loss:
             yl = y[labelled]
             bound = out.bound[labelled].gather(1, yl[:, None]).squeeze(1)
             ce = F.cross_entropy(out.class_logits[labelled], yl)
-            loss = loss - self.n_labelled / n * bound.mean()
-            loss = loss + self.alpha / n * ce
+            lam = self.labelled_weight
+            loss = loss - lam * self.n_labelled / n * bound.mean()
+            loss = loss + lam * self.alpha / n * ce
         if (~labelled).any():
             rows = M2Output(out.class_logits[~labelled], out.bound[~labelled])
             loss = loss - self.n_unlabelled / n * unlabelled_bound(rows).mean()

@@ -186,6 +186,32 @@ def test_loss_does_not_depend_on_how_often_the_sampler_repeats_labels():
     torch.testing.assert_close(other(out, y) - loss(out, y), 2.0 * ce / 100)
 
 
+def test_labelled_weight_scales_both_labelled_terms_and_nothing_else():
+    """λ = N_u / N_l weighs the labelled images' mean of L + β(−log q), with
+    the authors' β = α / N_l, as much as the unlabelled mean of U."""
+    out = _random_output(6, 3, seed=3)
+    y = torch.tensor([0, -1, 2, -1, -1, -1])
+    n_l, n_u, alpha = 10, 90, 0.1 * 100
+    lam = n_u / n_l
+    log_q = torch.log_softmax(out.class_logits, 1)
+    b_l = out.bound[[0, 2], [0, 2]]
+    logq_l = log_q[[0, 2], [0, 2]]
+    rows = [1, 3, 4, 5]
+    minus_u = unlabelled_bound(
+        M2Output(out.class_logits[rows], out.bound[rows])
+    )
+    beta = alpha / n_l
+    equal = n_u / 100 * (-(b_l + beta * logq_l).mean() - minus_u.mean())
+    loss = M2Loss(alpha, n_l, n_u, labelled_weight=lam)
+    torch.testing.assert_close(loss(out, y), equal)
+    # on unlabelled rows alone λ changes nothing
+    unl = torch.tensor(rows)
+    part = M2Output(out.class_logits[unl], out.bound[unl])
+    torch.testing.assert_close(
+        loss(part, y[unl]), M2Loss(alpha, n_l, n_u)(part, y[unl])
+    )
+
+
 def test_labelled_subset_is_balanced_and_seeded():
     labels = torch.arange(10).repeat(30)
     idx = labelled_subset(labels, 20, seed=3)
@@ -271,6 +297,9 @@ def test_bad_inputs_are_refused():
         M2Loss(-1.0, 1, 1)
     with pytest.raises(ValueError, match="n_labelled must be an integer"):
         M2Loss(1.0, 0, 10)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="labelled_weight must be"):
+            M2Loss(1.0, 1, 1, labelled_weight=bad)
     with pytest.raises(ValueError, match="multiple of the 10 classes"):
         labelled_subset(torch.arange(10).repeat(5), 15)
     with pytest.raises(ValueError, match="labelled_per_batch"):
