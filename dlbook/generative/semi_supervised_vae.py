@@ -190,7 +190,8 @@ class M2Loss:
     ``labelled_weight`` λ multiplies both labelled terms, as if every
     labelled image were seen λ times: λ = 1 is the paper's J^α; λ = N_u / N_l
     makes the labelled images weigh as much as the unlabelled ones, what a
-    batch of equal halves averaged as one mean does in many reimplementations.
+    batch of equal halves averaged as one mean does in several
+    reimplementations.
 
     Args:
         alpha: the weight α of the classification term, in the paper's units.
