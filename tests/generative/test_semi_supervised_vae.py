@@ -309,3 +309,12 @@ def test_bad_inputs_are_refused():
     model = M2(M2Config(in_features=4, classes=2, latent=1, hidden=3))
     with pytest.raises(ValueError, match="4 features per example"):
         model(torch.rand(2, 5))
+    # a Bernoulli decoder needs pixels in [0, 1]; a Gaussian one takes any
+    with pytest.raises(ValueError, match=r"x must hold values in \[0"):
+        model(torch.rand(2, 4) + 0.5)
+    gaussian = M2(
+        M2Config(
+            in_features=4, classes=2, latent=1, hidden=3, likelihood="gaussian"
+        )
+    )
+    assert torch.isfinite(gaussian(torch.randn(2, 4) * 3).bound).all()
