@@ -625,14 +625,63 @@ def _remove_stale_downloads(folder: Path) -> None:
             pass
 
 
+def tree_stat(root: Path, members: tuple[str, ...]) -> tuple:
+    """Sorted ``(relative path, size, mtime_ns)`` of the files of ``members``.
+
+    Costs one ``stat`` per file and reads nothing: the fingerprint by which
+    :func:`_archive_ok` knows a tree it has already hashed in this process (as
+    :func:`file_ok` knows a file by its size and modification time).
+    """
+    rows = []
+    for member in members:
+        base = Path(root) / member
+        if base.is_file():
+            st = base.stat()
+            rows.append((member, st.st_size, st.st_mtime_ns))
+            continue
+        for dirpath, _, filenames in os.walk(base, followlinks=True):
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(path)
+                except OSError:  # a dangling link: tree_hash skips it too
+                    continue
+                rel = os.path.relpath(path, root).replace(os.sep, "/")
+                rows.append((rel, st.st_size, st.st_mtime_ns))
+    return tuple(sorted(rows))
+
+
+_TREES_VERIFIED: dict[tuple, bool] = {}
+
+
 def _archive_ok(archive: Archive, folder: Path) -> bool:
-    """Whether the unpacked members in ``folder`` match the archive's tree hash (or, unpinned, its file count)."""
+    """Whether the unpacked members in ``folder`` match the archive's tree hash (or, unpinned, its file count).
+
+    The tree is hashed once per process; later calls only ``stat`` its files
+    (:func:`tree_stat`) and hash again if a file was added, removed, resized or
+    modified. A chapter that loads the three splits of a photo dataset twice
+    would otherwise read and hash all of its files six times.
+    """
+    key = (
+        str(Path(folder).resolve()),
+        archive.members,
+        archive.tree_hash,
+        archive.n_files,
+        tree_stat(folder, archive.members),
+    )
+    if key in _TREES_VERIFIED:
+        return _TREES_VERIFIED[key]
     digest, n = tree_hash(folder, archive.members)
     if archive.tree_hash is None:
-        return n == archive.n_files and all(
+        ok = n == archive.n_files and all(
             (folder / m).exists() for m in archive.members
         )
-    return digest == archive.tree_hash
+    else:
+        ok = digest == archive.tree_hash
+    # only a good tree is remembered: a bad one may be repaired meanwhile
+    if ok:
+        _TREES_VERIFIED[key] = ok
+    return ok
 
 
 def _fetch_archive(entry: Entry, folder: Path) -> None:

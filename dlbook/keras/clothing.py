@@ -112,7 +112,8 @@ def photo_paths(split: str) -> tuple[list[Path], np.ndarray]:
     if list(folder.classes) != list(CLASSES):
         raise ValueError(
             f"expected the classes {CLASSES} under {folder.root}, found "
-            f"{folder.classes}")
+            f"{folder.classes}"
+        )
     paths = [Path(p) for p, _ in folder.samples]
     return paths, np.asarray(folder.targets)
 
@@ -304,15 +305,26 @@ def train_head(
     batch_size: int = 32,
     seed: int = 0,
     callbacks: Sequence = (),
+    reuse: bool = True,
 ):
     """Train a new head on cached features with ``model.fit``.
+
+    Keras traces a model's training and validation steps on its first
+    ``fit``, which costs more than ten epochs of a small head. With
+    ``reuse``, the head trains inside one compiled model per architecture
+    (``inner``, ``dropout``, classes, features), kept from the first call:
+    its variables, dropout state and Adam state are set to the new head's
+    before ``fit`` and copied back after, so the result equals training the
+    new head itself (tested), but the trace is done once per architecture.
 
     Args:
         cfg: the head's settings.
         train, val: (features (N, F), labels (N,)) of each split.
         epochs: passes over the training features.
         seed: seeds the head's initial weights and the batch order.
-        callbacks: Keras callbacks (``ModelCheckpoint``, ``TensorBoard``...).
+        callbacks: Keras callbacks (``ModelCheckpoint``, ``TensorBoard``...);
+            with ``reuse`` they see the shared model.
+        reuse: train in the shared compiled model of this architecture.
 
     Returns:
         The trained model and ``history.history`` (per-epoch ``loss``,
@@ -332,9 +344,15 @@ def train_head(
             )
     epochs = check_int("epochs", epochs, low=1)
     batch_size = check_int("batch_size", batch_size, low=1)
+    key = (cfg.inner, cfg.dropout, cfg.num_classes, f_tr.shape[1])
+    if reuse and key not in _RUNNERS:  # built before seeding: its draws
+        _RUNNERS[key] = build_head(cfg, f_tr.shape[1])  # do not count
     seed_everything(seed, tensorflow=True)
     model = build_head(cfg, f_tr.shape[1])
-    history = model.fit(
+    runner = _RUNNERS[key] if reuse else model
+    if runner is not model:  # the new head's start, in the traced model
+        _copy_state(model, runner, cfg.learning_rate)
+    history = runner.fit(
         _dataset(f_tr, y_tr, batch_size, shuffle_seed=seed),
         epochs=epochs,
         validation_data=_dataset(f_val, y_val, 256),
@@ -342,7 +360,35 @@ def train_head(
         shuffle=False,  # the pipeline shuffles
         verbose=0,
     )
+    if runner is not model:
+        _copy_state(runner, model, cfg.learning_rate)
     return model, history.history
+
+
+# One compiled head per architecture, whose traced training and validation
+# steps every later head of that architecture reuses (train_head's `reuse`).
+_RUNNERS: dict[tuple, object] = {}
+
+
+def _copy_state(source, target, learning_rate: float) -> None:
+    """Give ``target`` the variables and Adam state of ``source``.
+
+    Variables include the dropout layer's random-number state, so that a
+    head trained in another model of its architecture draws the same
+    dropout masks as in its own. An optimizer that has not stepped yet
+    is all zeros (step count, moments).
+    """
+    for mine, theirs in zip(source.variables, target.variables, strict=True):
+        theirs.assign(mine)
+    src, dst = source.optimizer, target.optimizer
+    dst.build(target.trainable_variables)
+    if src.built:
+        for mine, theirs in zip(src.variables, dst.variables, strict=True):
+            theirs.assign(mine)
+    else:
+        for v in dst.variables:
+            v.assign(keras.ops.zeros(v.shape, v.dtype))
+    dst.learning_rate.assign(learning_rate)
 
 
 def rescale(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:

@@ -50,8 +50,7 @@ from dlbook.checks import (
 from dlbook.rl.dqn import (
     QEnsemble,
     ReplayBuffer,
-    _agent_forward,
-    evaluate_policy,
+    evaluate_agents,
     import_stable_baselines3,
     seed_env,
 )
@@ -379,18 +378,14 @@ def evaluate_actors(
 
     Uses ``evaluate_policy`` for each agent, with the same start seeds.
     """
-    net = result.actor.net
-    out = []
-    with torch.no_grad():
-        for i in range(net.weights[0].shape[0]):
 
-            def act(obs, i=i):
-                x = torch.as_tensor(obs, dtype=torch.float32)[None, None]
-                a = torch.tanh(_agent_forward(net, i, x))[0, 0].numpy()
-                return scale_action(a, result.low, result.high)
+    def to_action(out: torch.Tensor) -> np.ndarray:
+        a = torch.tanh(out)[0, 0].numpy()
+        return scale_action(a, result.low, result.high)
 
-            out.append(evaluate_policy(act, make_env(), episodes, seed))
-    return np.stack(out)
+    return evaluate_agents(
+        result.actor.net, to_action, make_env, episodes, seed
+    )
 
 
 # --- the library: stable-baselines3's DDPG / TD3 with the same settings ------

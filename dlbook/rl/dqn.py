@@ -555,22 +555,51 @@ def evaluate_ensemble(
 
     Uses ``evaluate_policy`` for each agent, with the same start seeds.
     """
+    return evaluate_agents(
+        q, lambda out: int(out.argmax()), make_env, episodes, seed
+    )
+
+
+def evaluate_agents(
+    ensemble: nn.Module,
+    to_action: Callable[[torch.Tensor], object],
+    make_env: Callable[[], gym.Env],
+    episodes: int = 10,
+    seed: int = 10_000,
+) -> np.ndarray:
+    """Returns of every agent of an ensemble of MLPs: (N, episodes).
+
+    Agent i acts by ``to_action(agent_forward(ensemble, i, obs))``: the
+    greedy action of a Q-network (``evaluate_ensemble``), the scaled
+    deterministic action of an actor (``dlbook.rl.ddpg.evaluate_actors``).
+    Every agent plays ``episodes`` episodes from the same start seeds, with
+    ``evaluate_policy``, without gradients.
+    """
     out = []
     with torch.no_grad():
-        for i in range(q.weights[0].shape[0]):
+        for i in range(ensemble.weights[0].shape[0]):
 
             def act(obs, i=i):
                 x = torch.as_tensor(obs, dtype=torch.float32)[None, None]
-                return int(_agent_forward(q, i, x).argmax())
+                return to_action(agent_forward(ensemble, i, x))
 
             out.append(evaluate_policy(act, make_env(), episodes, seed))
     return np.stack(out)
 
 
-def _agent_forward(q: QEnsemble, i: int, x: torch.Tensor) -> torch.Tensor:
-    """Agent i's network alone, on x: (1, B, obs_dim)."""
-    last = len(q.weights) - 1
-    for j, (w, b) in enumerate(zip(q.weights, q.biases, strict=True)):
+def agent_forward(
+    ensemble: nn.Module, i: int, x: torch.Tensor
+) -> torch.Tensor:
+    """Agent i's network alone, on x: (1, B, obs_dim) -> (1, B, out).
+
+    ``ensemble`` holds stacked ``weights`` (N, in, out) and ``biases``
+    (N, 1, out), ReLU between layers (``QEnsemble``, the actors of
+    ``dlbook.rl.ddpg``).
+    """
+    last = len(ensemble.weights) - 1
+    for j, (w, b) in enumerate(
+        zip(ensemble.weights, ensemble.biases, strict=True)
+    ):
         x = torch.baddbmm(b[i : i + 1], x, w[i : i + 1])
         x = x if j == last else x.relu()
     return x

@@ -6,6 +6,7 @@ checksums the test knows, including a corrupt one.
 
 import hashlib
 import io
+import os
 import zipfile
 from pathlib import Path
 
@@ -149,6 +150,28 @@ def test_archive_is_unpacked_checked_and_repaired(cache, http_server):
     (folder / "test" / "cat" / "3.jpg").write_bytes(b"cat thr")  # truncated
     fetch(entry)
     assert (folder / "test" / "cat" / "3.jpg").read_bytes() == b"cat three"
+
+
+def test_an_unchanged_tree_is_hashed_once_and_a_changed_one_again(cache, http_server, monkeypatch):
+    served, url = http_server
+    zipped = {f"imgs-master/{k}": v for k, v in CONTENT.items()}
+    (served / "master.zip").write_bytes(_zip(zipped))
+    entry = _archive_entry(url + "master.zip", CONTENT)
+    folder = fetch(entry)
+    hashed = []
+    real = registry.tree_hash
+    monkeypatch.setattr(registry, "tree_hash", lambda *a: hashed.append(a) or real(*a))
+    fetch(entry)
+    fetch(entry)
+    assert len(hashed) <= 1  # at most once more (the first fetch hashed the download)
+    n = len(hashed)
+    photo = folder / "train" / "cat" / "1.jpg"
+    photo.write_bytes(b"cat 1ne")  # same size, new content and mtime
+    os.utime(photo, ns=(photo.stat().st_atime_ns, photo.stat().st_mtime_ns + 10**9))
+    monkeypatch.setattr(registry, "offline", lambda: True)
+    with pytest.raises(DatasetUnavailable, match="imgs"):
+        fetch(entry)
+    assert len(hashed) == n + 1
 
 
 def test_archive_with_wrong_content_is_rejected(cache, http_server):

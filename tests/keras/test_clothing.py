@@ -2,6 +2,7 @@
 the course's head, sweeps with checkpoints and TensorBoard logs read back,
 augmentation, and bad input."""
 
+from dataclasses import replace
 import numpy as np
 import pytest
 
@@ -171,6 +172,33 @@ def test_a_head_learns_separable_features_and_repeats_itself():
     noise = (train[0], rng.permutation(train[1]))
     _, h3 = train_head(cfg, noise, val, epochs=8, seed=3)
     assert h3["val_accuracy"][-1] < 0.5
+
+
+def test_a_head_trained_in_the_shared_model_equals_one_trained_alone():
+    """reuse=True trains inside one compiled model per architecture: the
+    history, the weights and Adam's state must be those of the head trained
+    on its own (dropout masks included), for every learning rate and seed."""
+    train, val = (
+        _separable(12, n_features=32),
+        _separable(6, n_features=32, seed=0),
+    )
+    cfg = HeadConfig(learning_rate=1e-2, inner=8, dropout=0.5)
+    runs = [(cfg, 3), (replace(cfg, learning_rate=3e-3), 4), (cfg, 3)]
+    for c, seed in runs:
+        m0, h0 = train_head(c, train, val, epochs=4, seed=seed, reuse=False)
+        m1, h1 = train_head(c, train, val, epochs=4, seed=seed, reuse=True)
+        assert h1 == h0, (c, seed)
+        for a, b in zip(m0.variables, m1.variables, strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(
+            m0.optimizer.variables, m1.optimizer.variables, strict=True
+        ):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # the returned heads are separate models: training one leaves the other
+    m2, _ = train_head(cfg, train, val, epochs=1, seed=5)
+    assert not np.array_equal(
+        np.asarray(m2.variables[0]), np.asarray(m1.variables[0])
+    )
 
 
 def test_a_sweep_keeps_the_best_epoch_and_logs_what_fit_returned(tmp_path):
