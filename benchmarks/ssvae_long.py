@@ -31,7 +31,6 @@ import json
 import time
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from dlbook.config import seed_everything
@@ -41,7 +40,10 @@ from dlbook.generative.semi_supervised_vae import (
     M2Config,
     M2Loss,
     MixedBatchSampler,
+    error_rate,
+    hide_labels,
     labelled_subset,
+    train_on_labels,
 )
 from dlbook.generative.vae import binarize
 from dlbook.train import fit
@@ -78,26 +80,19 @@ def main() -> None:
     x_train = binarize(mnist.x_train, g).flatten(1)
     x_test = binarize(mnist.x_test, g).flatten(1)
     labelled = labelled_subset(mnist.y_train, args.labels, seed=0)
-    is_unlabelled = torch.ones(len(x_train), dtype=torch.bool)
-    is_unlabelled[labelled] = False
-    unlabelled = torch.nonzero(is_unlabelled).squeeze(1)
-    observed = torch.full_like(mnist.y_train, -1)
-    observed[labelled] = mnist.y_train[labelled]
+    unlabelled, observed = hide_labels(mnist.y_train, labelled)
 
     def test_error(classifier) -> float:
-        with torch.no_grad():
-            pred = classifier(x_test).argmax(1)
-        return (pred != mnist.y_test).float().mean().item()
+        return error_rate(classifier, x_test, mnist.y_test)
 
     config = M2Config(hidden=args.hidden, latent=args.latent)
     seed_everything(0)
-    baseline = M2(config).classifier
-    opt = torch.optim.Adam(baseline.parameters(), lr=1e-3)
-    xl, yl = x_train[labelled], mnist.y_train[labelled]
-    for _ in range(args.baseline_steps):
-        opt.zero_grad()
-        F.cross_entropy(baseline(xl), yl).backward()
-        opt.step()
+    baseline = train_on_labels(
+        M2(config).classifier,
+        x_train[labelled],
+        mnist.y_train[labelled],
+        args.baseline_steps,
+    )
     base_error = test_error(baseline)
     print(f"baseline (labels alone): {base_error:.4f}", flush=True)
 

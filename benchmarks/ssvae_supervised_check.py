@@ -19,7 +19,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dlbook.config import seed_everything
 from dlbook.data import load_mnist
-from dlbook.generative.semi_supervised_vae import M2, M2Config, M2Loss
+from dlbook.generative.semi_supervised_vae import (
+    M2,
+    M2Config,
+    M2Loss,
+    error_rate,
+)
 from dlbook.generative.vae import binarize
 from dlbook.train import fit
 
@@ -43,8 +48,7 @@ def main() -> None:
 
     def report(model, history) -> None:
         with torch.no_grad():
-            pred = model.classify(x_test).argmax(1)
-            q_error = (pred != y_test).float().mean().item()
+            q_error = error_rate(model.classify, x_test, y_test)
             bound = torch.stack([model(x_test).bound for _ in range(5)])
             bound = bound.mean(0)  # (N, C)
             gen_error = (bound.argmax(1) != y_test).float().mean().item()

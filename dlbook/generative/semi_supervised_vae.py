@@ -281,6 +281,61 @@ def labelled_subset(
     return torch.from_numpy(np.sort(np.concatenate(picks)))
 
 
+def hide_labels(
+    labels: torch.Tensor, labelled: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The unlabelled indices and the labels as M2 sees them.
+
+    Returns ``(unlabelled, observed)``: the indices not in ``labelled``, in
+    order, and a copy of ``labels`` with -1 everywhere but at ``labelled``.
+
+    Shapes:
+        labels: (N,) int64; labelled: (L,) indices -> (N - L,), (N,).
+    """
+    check_tensor("labels", labels, ndim=1, floating=False, nonempty=True)
+    check_tensor("labelled", labelled, ndim=1, floating=False)
+    if labelled.numel() and (
+        int(labelled.min()) < 0 or int(labelled.max()) >= len(labels)
+    ):
+        raise ValueError(
+            f"labelled must hold indices in [0, {len(labels)}), got values "
+            f"from {int(labelled.min())} to {int(labelled.max())}"
+        )
+    is_unlabelled = torch.ones(len(labels), dtype=torch.bool)
+    is_unlabelled[labelled] = False
+    unlabelled = torch.nonzero(is_unlabelled).squeeze(1)
+    observed = torch.full_like(labels, -1)  # -1: no label
+    observed[labelled] = labels[labelled]
+    return unlabelled, observed
+
+
+def train_on_labels(
+    classifier: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    lr: float = 1e-3,
+) -> nn.Module:
+    """The labels-only baseline: ``steps`` full-batch Adam steps of
+    cross-entropy on the labelled ``(x, y)``; returns ``classifier``."""
+    check_int("steps", steps, low=1)
+    check_number("lr", lr, low=0.0, low_open=True)
+    opt = torch.optim.Adam(classifier.parameters(), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(classifier(x), y).backward()
+        opt.step()
+    return classifier
+
+
+@torch.no_grad()
+def error_rate(
+    classifier: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> float:
+    """Share of the examples ``x`` whose most likely class is not ``y``."""
+    return (classifier(x).argmax(1) != y).float().mean().item()
+
+
 class MixedBatchSampler(Sampler[list[int]]):
     """Batches of ``labelled_per_batch`` labelled and the rest unlabelled.
 

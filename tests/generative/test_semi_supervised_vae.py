@@ -15,6 +15,9 @@ from torch.distributions import (
 from torch.utils.data import DataLoader, TensorDataset
 
 from dlbook.generative.semi_supervised_vae import (
+    error_rate,
+    hide_labels,
+    train_on_labels,
     M2,
     M2Config,
     M2Loss,
@@ -318,3 +321,33 @@ def test_bad_inputs_are_refused():
         )
     )
     assert torch.isfinite(gaussian(torch.randn(2, 4) * 3).bound).all()
+
+
+def test_hide_labels_keeps_only_the_labelled_ones():
+    labels = torch.tensor([3, 1, 4, 1, 5, 9])
+    unlabelled, observed = hide_labels(labels, torch.tensor([4, 1]))
+    assert unlabelled.tolist() == [0, 2, 3, 5]
+    assert observed.tolist() == [-1, 1, -1, -1, 5, -1]
+    assert labels.tolist() == [3, 1, 4, 1, 5, 9]  # a copy, not a mask in place
+    with pytest.raises(ValueError, match="labelled must hold indices in"):
+        hide_labels(labels, torch.tensor([6]))
+
+
+def test_error_rate_counts_wrong_argmaxes():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.0, 5.0]])
+    assert error_rate(lambda x: x, logits, torch.tensor([0, 1, 1, 0])) == 0.5
+
+
+def test_train_on_labels_fits_the_labelled_set():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 8, generator=g)
+    y = (x[:, 0] > 0).long()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(8, 16), torch.nn.Softplus(), torch.nn.Linear(16, 2)
+    )
+    before = error_rate(net, x, y)
+    assert train_on_labels(net, x, y, steps=200, lr=1e-2) is net
+    assert error_rate(net, x, y) == 0.0 < before
+    with pytest.raises(ValueError, match="steps"):
+        train_on_labels(net, x, y, steps=0)
